@@ -1,0 +1,3 @@
+from nbsandbox.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""A launch plan: what to run, from which store root, and how the sandbox looks.
+
+A plan is plain data.  Front ends build it (see :func:`make_plan`), engines
+turn it into a :class:`~nbsandbox.engines.base.Command`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbsandbox.store import StoreRoot
+
+
+@dataclass(frozen=True)
+class Bind:
+    """Make host path ``source`` visible at ``dest`` inside the sandbox."""
+
+    source: str
+    dest: str
+    read_only: bool = False
+
+    @classmethod
+    def parse(cls, spec: str, *, read_only: bool = False) -> Bind:
+        """Parse ``SRC[:DST]`` (DST defaults to SRC); both must be absolute."""
+        from nbsandbox.errors import UsageError
+
+        src, sep, dst = spec.partition(":")
+        dst = dst if sep else src
+        if not src or not dst:
+            raise UsageError(f"bind {spec!r} is malformed; write SRC or SRC:DST with absolute paths")
+        src = os.path.abspath(os.path.expanduser(src))
+        if not dst.startswith("/"):
+            raise UsageError(f"bind destination {dst!r} must be an absolute path")
+        if not os.path.exists(src):
+            raise UsageError(f"bind source {src} does not exist; create it or fix the path")
+        return cls(src, os.path.normpath(dst), read_only)
+
+
+@dataclass
+class LaunchPlan:
+    """Everything an engine needs to start one program from a store root.
+
+    ``program`` is the path of the executable *as the sandbox sees it* (e.g.
+    ``/gnu/store/...-python-3.11/bin/python3``); ``argv[0]`` is what the program
+    is told its name is.  ``env`` is the complete environment of the program.
+    """
+
+    root: StoreRoot
+    program: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str = field(default_factory=os.getcwd)
+    binds: list[Bind] = field(default_factory=list)
+    hide: list[str] = field(default_factory=list)
+    isolate_home: bool = False
+    keep_cwd: bool = True
+    home: str = field(default_factory=lambda: os.path.expanduser("~"))
+
+    def host_path(self, path: str) -> Path:
+        """Where a path of the sandbox's view lives on the host (store paths only)."""
+        return self.root.to_host(path)

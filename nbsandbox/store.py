@@ -1,0 +1,385 @@
+"""Store roots: directories that hold a relocated store.
+
+A *store root* R holds a store that was built for the absolute *prefix* P
+(``/gnu/store``, ``/nix/store``, ...) at ``R/P``, for example
+``~/packs/py/gnu/store/<hash>-python-3.11.7``.  It may also hold profile
+links at its top (``R/bin -> gnu/store/<hash>-profile/bin``), as the tarballs
+of ``guix pack -RR -S /bin=bin`` and of ``nbsandbox pack`` do.
+
+:class:`StoreRoot` finds the prefix, lists items, validates the root, maps
+paths between the sandbox's view and the host, and computes an identity
+digest that depends on the content only, not on where R is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from nbsandbox.errors import StoreError
+
+#: Prefixes looked for, in order, when neither the user nor the pack says.
+KNOWN_PREFIXES = ("/gnu/store", "/nix/store")
+
+#: Metadata that ``nbsandbox pack`` records inside a root, relative to R.
+METADATA = ".nbsandbox/pack.json"
+METADATA_FORMAT = 1
+
+#: A store item name: ``<hash>-<name>``; Guix and Nix use 32 base-32 characters.
+ITEM_RE = re.compile(r"^[0-9a-z]{32}-[^/]+$")
+
+_MAX_SYMLINKS = 40  # as Linux's path resolution
+
+
+@dataclass(frozen=True)
+class PackMetadata:
+    """What a pack says about itself (all optional for foreign packs)."""
+
+    prefix: str
+    profile: str | None = None
+    python: str | None = None
+    programs: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        data = {
+            "format": METADATA_FORMAT,
+            "prefix": self.prefix,
+            "profile": self.profile,
+            "python": self.python,
+            "programs": list(self.programs),
+        }
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def read(cls, root: Path) -> PackMetadata | None:
+        path = root / METADATA
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(raw)
+            if data.get("format") != METADATA_FORMAT:
+                raise ValueError(f"format {data.get('format')!r}")
+            prefix = data["prefix"]
+            if not isinstance(prefix, str) or not _is_clean_abs(prefix):
+                raise ValueError("prefix")
+            return cls(
+                prefix=prefix,
+                profile=data.get("profile") or None,
+                python=data.get("python") or None,
+                programs=tuple(data.get("programs") or ()),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StoreError(
+                f"{path} is not valid pack metadata ({exc}); re-create the pack or delete that file"
+            ) from None
+
+
+def _is_clean_abs(prefix: str) -> bool:
+    return prefix.startswith("/") and prefix != "/" and os.path.normpath(prefix) == prefix
+
+
+def normalize_prefix(prefix: str) -> str:
+    """Check a user-given prefix: absolute, normalized, not ``/``."""
+    if not _is_clean_abs(prefix):
+        raise StoreError(
+            f"store prefix {prefix!r} must be an absolute, normalized path other than '/', "
+            "e.g. /gnu/store"
+        )
+    return prefix
+
+
+class StoreRoot:
+    """A directory R that holds a store built for ``prefix`` at ``R/prefix``."""
+
+    def __init__(self, path: Path, prefix: str, metadata: PackMetadata | None = None) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.metadata = metadata
+
+    # -- construction ------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], prefix: str | None = None) -> StoreRoot:
+        """Open the root at ``path``; find its prefix unless ``prefix`` is given.
+
+        Raises :class:`StoreError` with a one-line fix when ``path`` is not a
+        directory or holds no store.
+        """
+        raw = os.path.expanduser(os.fspath(path))
+        root = Path(os.path.abspath(raw))
+        if not root.exists():
+            raise StoreError(f"store root {root} does not exist; unpack a pack there first")
+        if not root.is_dir():
+            raise StoreError(f"store root {root} is not a directory")
+        root = root.resolve()
+        metadata = PackMetadata.read(root)
+        if prefix is not None:
+            prefix = normalize_prefix(prefix)
+        elif metadata is not None:
+            prefix = metadata.prefix
+        else:
+            prefix = _guess_prefix(root)
+        store = root / prefix.lstrip("/")
+        if not store.is_dir():
+            raise StoreError(
+                f"no store at {store}: {root} does not hold a store for prefix {prefix}; "
+                "check the root or pass --prefix"
+            )
+        return cls(root, prefix, metadata)
+
+    def __repr__(self) -> str:
+        return f"StoreRoot({str(self.path)!r}, prefix={self.prefix!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, StoreRoot)
+            and other.path == self.path
+            and other.prefix == self.prefix
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.prefix))
+
+    # -- layout --------------------------------------------------------------
+
+    @property
+    def store_dir(self) -> Path:
+        """The host directory that is seen as ``prefix`` in the sandbox."""
+        return self.path / self.prefix.lstrip("/")
+
+    def items(self) -> list[str]:
+        """Names of the store items, sorted."""
+        try:
+            return sorted(e.name for e in os.scandir(self.store_dir) if not e.name.startswith("."))
+        except OSError as exc:
+            raise StoreError(f"cannot list store {self.store_dir}: {exc.strerror}") from None
+
+    def in_store(self, path: str) -> bool:
+        """Whether a sandbox path lies under the store prefix."""
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+    def to_host(self, path: str) -> Path:
+        """Host location of a sandbox path; store paths map into the root, others are as is."""
+        path = os.path.normpath(path)
+        if self.in_store(path):
+            return self.path / path.lstrip("/")
+        return Path(path)
+
+    def to_sandbox(self, host_path: str | os.PathLike[str]) -> str:
+        """Sandbox view of a host path: the inverse of :meth:`to_host`."""
+        p = os.path.normpath(os.fspath(host_path))
+        store = os.fspath(self.store_dir)
+        if p == store or p.startswith(store + "/"):
+            return self.prefix + p[len(store):]
+        return p
+
+    def resolve(self, path: str) -> str:
+        """Resolve symlinks in a sandbox path as the sandbox would see them.
+
+        Absolute link targets under the prefix stay inside the root; the
+        result is a sandbox path.  Raises :class:`StoreError` on loops.
+        """
+        parts = [p for p in path.split("/") if p]
+        resolved = "/"
+        followed = 0
+        while parts:
+            part = parts.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                resolved = os.path.dirname(resolved)
+                continue
+            candidate = os.path.join(resolved, part)
+            host = self.to_host(candidate)
+            try:
+                is_link = stat.S_ISLNK(os.lstat(host).st_mode)
+            except OSError:
+                is_link = False
+            if not is_link:
+                resolved = candidate
+                continue
+            followed += 1
+            if followed > _MAX_SYMLINKS:
+                raise StoreError(f"too many levels of symbolic links resolving {path}")
+            target = os.readlink(host)
+            if target.startswith("/"):
+                resolved = "/"
+            parts = [p for p in target.split("/") if p] + parts
+        return resolved
+
+    # -- profile and programs ------------------------------------------------
+
+    @cached_property
+    def profile_links(self) -> dict[str, str]:
+        """Top-level profile links of the root (``bin`` -> sandbox path of its target)."""
+        links: dict[str, str] = {}
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError as exc:
+            raise StoreError(f"cannot list {self.path}: {exc.strerror}") from None
+        for entry in entries:
+            if entry.is_symlink():
+                target = os.readlink(entry.path)
+                if not target.startswith("/"):
+                    target = self.to_sandbox(os.path.normpath(os.path.join(self.path, target)))
+                links[entry.name] = target
+        return dict(sorted(links.items()))
+
+    def profile_bin(self) -> str | None:
+        """Sandbox path of the profile's ``bin`` directory, if the root has one."""
+        target = self.profile_links.get("bin")
+        if target is not None:
+            return target
+        if self.metadata and self.metadata.profile:
+            return self.metadata.profile.rstrip("/") + "/bin"
+        return None
+
+    def find_program(self, name: str) -> str:
+        """Sandbox path of a program given as a store path or a profile ``bin/`` name.
+
+        The result is the path the program is run by (profile links are kept
+        so that programs that look at their own name still work); it is
+        guaranteed to exist inside the root.
+        """
+        if name.startswith("/"):
+            path = os.path.normpath(name)
+            if not self.in_store(path):
+                raise StoreError(
+                    f"{name} is not under the store prefix {self.prefix}; "
+                    "give a store path or a program name from the root's bin/"
+                )
+            if not os.path.lexists(self.to_host(path)):
+                raise StoreError(f"{name} does not exist in store root {self.path}")
+            return path
+        if "/" in name or name in ("", ".", ".."):
+            raise StoreError(f"program {name!r} must be a store path or a bare name from bin/")
+        bin_dir = self.profile_bin()
+        if bin_dir is None:
+            raise StoreError(
+                f"store root {self.path} has no profile bin/; give the program's full store path"
+            )
+        candidate = self.resolve(bin_dir) + "/" + name
+        if not os.path.lexists(self.to_host(candidate)):
+            available = ", ".join(self.profile_programs()[:8]) or "none"
+            raise StoreError(
+                f"no program {name!r} in {bin_dir} of {self.path} (available: {available})"
+            )
+        return candidate
+
+    def profile_programs(self) -> list[str]:
+        """Names in the profile's ``bin/``."""
+        bin_dir = self.profile_bin()
+        if bin_dir is None:
+            return []
+        try:
+            return sorted(os.listdir(self.to_host(self.resolve(bin_dir))))
+        except (OSError, StoreError):
+            return []
+
+    # -- validation ------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raise :class:`StoreError` for an empty store or dangling profile links."""
+        items = self.items()
+        if not items:
+            raise StoreError(
+                f"the store {self.store_dir} is empty; the pack was not (fully) unpacked there"
+            )
+        for name, target in self.profile_links.items():
+            if self.in_store(target):
+                resolved = self.resolve(target)
+                if not self.to_host(resolved).exists():
+                    raise StoreError(
+                        f"profile link {self.path / name} points to {target}, which is missing "
+                        "from the store; the pack is incomplete: unpack it again"
+                    )
+
+    # -- identity ----------------------------------------------------------------
+
+    def digest(self) -> str:
+        """SHA-256 of the root's content: store items and profile links.
+
+        Independent of where the root is, of timestamps and of ownership; it
+        changes when any file's content, executable bit, name or link target
+        changes.
+        """
+        h = hashlib.sha256()
+        h.update(f"nbsandbox-root-v1\0prefix\0{self.prefix}\0".encode())
+        for name, target in self.profile_links.items():
+            h.update(f"link\0{name}\0{target}\0".encode())
+        for rel, kind, payload in _walk_content(self.store_dir):
+            h.update(b"\0".join((kind, rel, payload)) + b"\0")
+        return h.hexdigest()
+
+
+def _walk_content(top: Path) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(relative path, kind, payload) for every entry under ``top``, sorted."""
+    topb = os.fsencode(top)
+    stack = [b""]
+    while stack:
+        rel_dir = stack.pop()
+        abs_dir = os.path.join(topb, rel_dir) if rel_dir else topb
+        with os.scandir(abs_dir) as it:
+            entries = sorted(it, key=lambda e: e.name, reverse=True)
+        for entry in entries:
+            rel = os.path.join(rel_dir, entry.name) if rel_dir else entry.name
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                yield rel, b"l", os.readlink(entry.path)
+            elif stat.S_ISDIR(st.st_mode):
+                yield rel, b"d", b""
+                stack.append(rel)
+            elif stat.S_ISREG(st.st_mode):
+                exe = b"x" if st.st_mode & 0o111 else b"-"
+                yield rel, b"f" + exe, _file_sha256(entry.path)
+            else:
+                yield rel, b"?", b""
+
+
+def _file_sha256(path: bytes) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest().encode()
+
+
+def _guess_prefix(root: Path) -> str:
+    for prefix in KNOWN_PREFIXES:
+        if (root / prefix.lstrip("/")).is_dir():
+            return prefix
+    found = _search_store_dir(root, depth=4)
+    if found is not None:
+        return "/" + found.relative_to(root).as_posix()
+    raise StoreError(
+        f"no store found under {root} (looked for gnu/store, nix/store and directories of "
+        "<hash>-name items); pass the store's prefix with --prefix"
+    )
+
+
+def _search_store_dir(top: Path, depth: int) -> Path | None:
+    """The shallowest directory under ``top`` whose entries look like store items."""
+    level = [top]
+    for _ in range(depth):
+        nxt: list[Path] = []
+        for d in level:
+            try:
+                entries = [e for e in os.scandir(d) if not e.name.startswith(".")]
+            except OSError:
+                continue
+            if d != top and entries and all(ITEM_RE.match(e.name) for e in entries):
+                return d
+            nxt.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+        level = sorted(nxt)
+    return None
