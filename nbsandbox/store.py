@@ -165,6 +165,22 @@ class StoreRoot:
         except OSError as exc:
             raise StoreError(f"cannot list store {self.store_dir}: {exc.strerror}") from None
 
+    def present_on_host(self) -> bool:
+        """Whether the host already has this store's items at the prefix itself.
+
+        True when the root *is* the host's store, or when every item of the
+        root exists under the host's prefix (item names carry a digest of
+        their content, so same name means same content).
+        """
+        host = Path(self.prefix)
+        try:
+            if os.path.samefile(host, self.store_dir):
+                return True
+        except OSError:
+            return False
+        items = self.items()
+        return bool(items) and all(os.path.lexists(host / item) for item in items)
+
     def in_store(self, path: str) -> bool:
         """Whether a sandbox path lies under the store prefix."""
         return path == self.prefix or path.startswith(self.prefix + "/")

@@ -14,7 +14,7 @@ Engines never start processes themselves; see :mod:`nbsandbox.launch`.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from nbsandbox.plan import LaunchPlan
@@ -39,12 +39,22 @@ class Probe:
 
 @dataclass
 class Command:
-    """What to execute: ``argv[0]`` is an absolute path; ``env`` is the complete environment."""
+    """What to execute.
+
+    ``argv[0]`` is an absolute path to execute, unless ``executable`` is set,
+    in which case ``argv[0]`` is only the name the program is given.  ``env``
+    is the complete environment.
+    """
 
     argv: list[str]
     env: dict[str, str]
     engine: str = ""
-    notes: list[str] = field(default_factory=list)
+    executable: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The file that is executed."""
+        return self.executable or self.argv[0]
 
 
 class Engine(abc.ABC):
@@ -82,6 +92,13 @@ class Engine(abc.ABC):
         """A one-line reason why this engine cannot run ``program``, or ``None``.
 
         The default accepts every program.
+        """
+        return None
+
+    def cannot_honour(self, plan: LaunchPlan) -> str | None:
+        """A one-line reason why this engine cannot give ``plan`` what it asks
+        (binds, hidden paths, an isolated home), or ``None``.  The default
+        accepts every plan.
         """
         return None
 

@@ -1,0 +1,145 @@
+"""The ``nbsandbox`` command.
+
+Sub-commands are registered by the modules that do the work; this file only
+wires them together and turns :class:`~nbsandbox.errors.NbsandboxError` into a
+one-line message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+
+from nbsandbox import __version__
+from nbsandbox.errors import NbsandboxError, UsageError
+
+ROOT_ENV = "NBSANDBOX_ROOT"
+
+#: Modules that add sub-commands with a ``register(subparsers)`` function.
+COMMAND_MODULES = ("nbsandbox.pack.commands",)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, says what to do
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _add_root_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", "-r", default=os.environ.get(ROOT_ENV),
+                   help=f"store root to run from (default: ${ROOT_ENV})")
+    p.add_argument("--prefix", help="the store's prefix, if the root does not say (e.g. /gnu/store)")
+
+
+def _open_root(args: argparse.Namespace, *, required: bool = True):
+    from nbsandbox.store import StoreRoot
+
+    if not args.root:
+        if required:
+            raise UsageError(f"no store root given: pass --root DIR or set ${ROOT_ENV}")
+        return None
+    return StoreRoot.open(args.root, prefix=args.prefix)
+
+
+def _register_run(sub) -> None:
+    p = sub.add_parser(
+        "run", help="run a program from a store root",
+        description="Run PROGRAM (a store path, or a name in the root's bin/) so that it sees "
+                    "the store at its prefix.",
+    )
+    _add_root_options(p)
+    p.add_argument("--engine", "-e", help="engine or meta-engine: default, performance, auto, "
+                   "userns, fakechroot, bwrap, proot, host (default: $NBSANDBOX_ENGINE or default)")
+    p.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]",
+                   help="make host SRC visible at DST (read-write)")
+    p.add_argument("--ro-bind", action="append", default=[], metavar="SRC[:DST]",
+                   help="make host SRC visible at DST, read-only")
+    p.add_argument("--hide", action="append", default=[], metavar="PATH",
+                   help="make PATH appear empty")
+    p.add_argument("--isolate-home", action="store_true",
+                   help="give the program an empty private home (git, gpg read nothing of yours)")
+    p.add_argument("--no-keep-cwd", dest="keep_cwd", action="store_false",
+                   help="with --isolate-home, hide the working directory too when it is in home")
+    p.add_argument("--explain", action="store_true",
+                   help="say on stderr which engine runs and why others were skipped")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the command that would run, do not run it")
+    p.add_argument("program", metavar="PROGRAM")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    p.set_defaults(func=run_run)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from nbsandbox.launch import exec_in_place, make_plan, prepare
+    from nbsandbox.plan import Bind
+
+    root = _open_root(args)
+    program_args = args.args[1:] if args.args[:1] == ["--"] else args.args
+    binds = [Bind.parse(b) for b in args.bind] + [Bind.parse(b, read_only=True)
+                                                  for b in args.ro_bind]
+    if not args.isolate_home and not args.keep_cwd:
+        raise UsageError("--no-keep-cwd only makes sense with --isolate-home")
+    plan = make_plan(root, args.program, program_args, binds=binds, hide=args.hide,
+                     isolate_home=args.isolate_home, keep_cwd=args.keep_cwd)
+    launch = prepare(plan, args.engine)
+    if args.explain:
+        print(launch.resolution.explain(), file=sys.stderr)
+    if args.dry_run:
+        cmd = launch.command
+        shown = ([f"exec -a {shlex.quote(cmd.argv[0])} {shlex.quote(cmd.executable)}",
+                  *map(shlex.quote, cmd.argv[1:])] if cmd.executable
+                 else map(shlex.quote, cmd.argv))
+        print(" ".join(shown))
+        return 0
+    exec_in_place(launch.command)
+    return 127  # not reached
+
+
+def _register_doctor(sub) -> None:
+    p = sub.add_parser("doctor", help="show which engines work here and what they would pick")
+    _add_root_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    from nbsandbox import doctor
+
+    root = _open_root(args, required=False)
+    data = doctor.report(root)
+    print(json.dumps(data, indent=2) if args.json else doctor.format_text(data))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nbsandbox", description="Run programs and Jupyter kernels from "
+                     "relocatable software stores, without root.")
+    parser.add_argument("--version", action="version", version=f"nbsandbox {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _register_run(sub)
+    _register_doctor(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except NbsandboxError as exc:
+        print(f"nbsandbox: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Engines: the registry, and meta-engines as chains.
+
+Built-in engines are listed in :data:`BUILTIN`; third-party engines register
+under the entry-point group ``nbsandbox.engines`` (name -> ``module:Class``
+of an :class:`~nbsandbox.engines.base.Engine` subclass).
+
+A *meta-engine* is a chain of engine names.  :func:`resolve` walks a chain
+and returns the first engine that is available on this host and accepts the
+program, with the reason every engine before it was skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+from nbsandbox.engines.base import Command, Engine, Probe
+from nbsandbox.errors import EngineUnavailable, UsageError
+from nbsandbox.plan import LaunchPlan
+from nbsandbox.program import ProgramInfo
+
+__all__ = [
+    "BUILTIN",
+    "ENV_VAR",
+    "META",
+    "Command",
+    "Engine",
+    "Probe",
+    "Resolution",
+    "all_engines",
+    "engine_names",
+    "get_engine",
+    "resolve",
+]
+
+ENTRY_POINT_GROUP = "nbsandbox.engines"
+
+#: Environment variable that selects the engine, like Guix's GUIX_EXECUTION_ENGINE.
+ENV_VAR = "NBSANDBOX_ENGINE"
+
+BUILTIN: dict[str, str] = {
+    "host": "nbsandbox.engines.host:HostEngine",
+    "userns": "nbsandbox.engines.userns:UsernsEngine",
+    "fakechroot": "nbsandbox.engines.fakechroot:FakechrootEngine",
+    "bwrap": "nbsandbox.engines.bwrap:BwrapEngine",
+    "proot": "nbsandbox.engines.proot:ProotEngine",
+}
+
+#: Meta-engines.  ``None`` means every registered engine, fastest first.
+META: dict[str, tuple[str, ...] | None] = {
+    "default": ("userns", "proot"),
+    "performance": ("userns", "fakechroot"),
+    "auto": None,
+}
+
+_instances: dict[str, Engine] = {}
+_third_party: dict[str, str] | None = None
+
+
+def _plugin_specs() -> dict[str, str]:
+    global _third_party
+    if _third_party is None:
+        _third_party = {
+            ep.name: ep.value
+            for ep in entry_points(group=ENTRY_POINT_GROUP)
+            if ep.name not in BUILTIN and ep.name not in META
+        }
+    return _third_party
+
+
+def _spec(name: str) -> str | None:
+    return BUILTIN.get(name) or _plugin_specs().get(name)
+
+
+def engine_names() -> list[str]:
+    """Names of all concrete engines, built-in first."""
+    return [*BUILTIN, *sorted(_plugin_specs())]
+
+
+def get_engine(name: str) -> Engine:
+    """The engine registered as ``name`` (one instance per process)."""
+    engine = _instances.get(name)
+    if engine is not None:
+        return engine
+    spec = _spec(name)
+    if spec is None:
+        valid = ", ".join([*META, *engine_names()])
+        raise UsageError(f"unknown engine {name!r}; valid engines: {valid}")
+    module_name, _, class_name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise EngineUnavailable(f"engine {name} cannot be loaded from {spec}: {exc}") from None
+    engine = cls()
+    _instances[name] = engine
+    return engine
+
+
+def all_engines() -> list[Engine]:
+    """Every loadable engine, fastest (lowest rank) first."""
+    engines = []
+    for name in engine_names():
+        try:
+            engines.append(get_engine(name))
+        except EngineUnavailable:
+            continue
+    return sorted(engines, key=lambda e: (e.rank, e.name))
+
+
+def chain_of(name: str) -> tuple[str, ...] | None:
+    """The chain of a meta-engine name, ``None`` for a concrete engine."""
+    if name not in META:
+        if _spec(name) is None:
+            valid = ", ".join([*META, *engine_names()])
+            raise UsageError(f"unknown engine {name!r}; valid engines: {valid}")
+        return None
+    chain = META[name]
+    return chain if chain is not None else tuple(e.name for e in all_engines())
+
+
+@dataclass
+class Resolution:
+    """The engine chosen for a launch and why the others were not."""
+
+    requested: str
+    engine: Engine
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def explain(self) -> str:
+        lines = [f"engine: {self.engine.name} (requested: {self.requested})"]
+        lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def requested_engine(explicit: str | None, default: str = "default") -> str:
+    """The engine name asked for: an explicit choice, else ``$NBSANDBOX_ENGINE``, else ``default``."""
+    return explicit or os.environ.get(ENV_VAR) or default
+
+
+def _why_not(engine: Engine, program: ProgramInfo | None, plan: LaunchPlan | None) -> str | None:
+    probe = engine.probe()
+    if not probe.available:
+        return probe.reason
+    if program is not None:
+        reason = engine.refuses(program)
+        if reason is not None:
+            return reason
+    if plan is not None:
+        return engine.cannot_honour(plan)
+    return None
+
+
+def resolve(
+    name: str, program: ProgramInfo | None = None, plan: LaunchPlan | None = None
+) -> Resolution:
+    """Choose the engine for ``name`` (an engine or a meta-engine).
+
+    A concrete engine that cannot work is an :class:`EngineUnavailable` error
+    with its reason; a meta-engine falls back along its chain.
+    """
+    chain = chain_of(name)
+    if chain is None:
+        engine = get_engine(name)
+        reason = _why_not(engine, program, plan)
+        if reason is not None:
+            raise EngineUnavailable(f"engine {name} cannot be used: {reason}")
+        return Resolution(name, engine)
+    skipped: list[tuple[str, str]] = []
+    for candidate in chain:
+        try:
+            engine = get_engine(candidate)
+        except EngineUnavailable as exc:
+            skipped.append((candidate, str(exc)))
+            continue
+        reason = _why_not(engine, program, plan)
+        if reason is None:
+            return Resolution(name, engine, skipped)
+        skipped.append((candidate, reason))
+    detail = "; ".join(f"{n}: {r}" for n, r in skipped)
+    raise EngineUnavailable(f"no engine of {name!r} ({', '.join(chain)}) works here: {detail}")

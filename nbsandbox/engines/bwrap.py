@@ -1,0 +1,80 @@
+"""The ``bwrap`` engine: the same view as ``userns``, built by bubblewrap.
+
+Useful where bubblewrap is installed setuid and unprivileged user namespaces
+are off.  bubblewrap stays the program's parent, so the launch goes through
+``nbs-launch supervise`` (see :mod:`nbsandbox.engines.supervised`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import ClassVar
+
+from nbsandbox.engines.base import Command, Engine, Probe
+from nbsandbox.engines.supervised import report, supervise
+from nbsandbox.engines.userns import PROBE_PREFIX
+from nbsandbox.engines.views import mirror_entries, mount_ops, synthetic_dirs
+from nbsandbox.native import native_dir
+from nbsandbox.plan import LaunchPlan
+
+
+def find_bwrap() -> str | None:
+    return os.environ.get("NBSANDBOX_BWRAP") or shutil.which("bwrap")
+
+
+class BwrapEngine(Engine):
+    name: ClassVar[str] = "bwrap"
+    summary: ClassVar[str] = "bubblewrap (also works where it is setuid and user namespaces are off)"
+    rank: ClassVar[int] = 30
+
+    def _probe(self) -> Probe:
+        bwrap = find_bwrap()
+        if bwrap is None:
+            return Probe.fail("bwrap is not installed; install bubblewrap (apt-get install "
+                              "bubblewrap) or use another engine")
+        argv = [bwrap, "--dev-bind", "/", "/", "--ro-bind", str(native_dir()), PROBE_PREFIX,
+                "--", "/bin/true"]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Probe.fail(f"cannot run {bwrap}: {exc}")
+        if proc.returncode == 0:
+            setuid = os.stat(bwrap).st_mode & 0o4000
+            return Probe.ok(f"{bwrap} works" + (" (setuid)" if setuid else ""))
+        lines = proc.stderr.strip().splitlines()
+        why = lines[-1].removeprefix("bwrap: ") if lines else f"exit status {proc.returncode}"
+        return Probe.fail(f"{bwrap} cannot create its sandbox: {why} (it needs user namespaces "
+                          "or a setuid bwrap)")
+
+    def command(self, plan: LaunchPlan) -> Command:
+        bwrap = find_bwrap()
+        assert bwrap is not None, "probe() first"
+        ops = mount_ops(plan, store_visible=plan.root.present_on_host())
+        dests = [op.dest for op in ops]
+        synthetic = synthetic_dirs(dests)
+        args = [bwrap, "--die-with-parent"]
+        for directory in synthetic[1:]:  # "/" is bubblewrap's own tmpfs
+            args += ["--dir", directory]
+        for kind, path in mirror_entries(synthetic, set(dests)):
+            if kind == "symlink":
+                args += ["--symlink", os.readlink(path), path]
+            elif path == "/dev":
+                args += ["--dev-bind", path, path]
+            else:
+                args += ["--bind", path, path]
+        for op in ops:
+            if op.kind in ("store", "ro-bind"):
+                args += ["--ro-bind", op.source, op.dest]
+            elif op.kind == "bind":
+                args += ["--bind", op.source, op.dest]
+            elif op.kind == "tmpfs":
+                args += ["--tmpfs", op.dest]
+            elif op.kind == "hide":
+                if os.path.isdir(op.dest):
+                    args += ["--tmpfs", op.dest, "--remount-ro", op.dest]
+                else:
+                    args += ["--ro-bind", "/dev/null", op.dest]
+        args += ["--remount-ro", "/", "--chdir", plan.cwd, "--", *report(plan)]
+        return Command(supervise(args), dict(plan.env), self.name)

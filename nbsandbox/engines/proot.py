@@ -1,0 +1,93 @@
+"""The ``proot`` engine: path translation by ptrace, through a PRoot binary.
+
+Works almost everywhere (no namespaces needed) at a high cost per system
+call.  Seccomp acceleration is used when a probe shows it works here.
+PRoot stays the program's parent and mishandles signals and exit statuses
+(any signal death becomes 255), so the launch goes through
+``nbs-launch supervise`` and ``report`` (see :mod:`nbsandbox.engines.supervised`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import ClassVar
+
+from nbsandbox.engines.base import Command, Engine, Probe
+from nbsandbox.engines.supervised import report, scratch_dir, supervise
+from nbsandbox.engines.userns import PROBE_PREFIX
+from nbsandbox.engines.views import mount_ops
+from nbsandbox.native import native_dir
+from nbsandbox.plan import LaunchPlan
+
+NO_SECCOMP = "PROOT_NO_SECCOMP"
+TMP_DIR = "PROOT_TMP_DIR"
+
+
+def find_proot() -> str | None:
+    return os.environ.get("NBSANDBOX_PROOT") or shutil.which("proot")
+
+
+class ProotEngine(Engine):
+    name: ClassVar[str] = "proot"
+    summary: ClassVar[str] = "PRoot (ptrace); works without namespaces, slow system calls"
+    rank: ClassVar[int] = 50
+
+    seccomp: bool = True
+
+    def _run_probe(self, proot: str, *, seccomp: bool) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env.pop(TMP_DIR, None)
+        if seccomp:
+            env.pop(NO_SECCOMP, None)
+        else:
+            env[NO_SECCOMP] = "1"
+        # Translate a path, exec a program through it, and read a file back.
+        argv = [proot, "-b", f"{native_dir()}:{PROBE_PREFIX}", "/bin/sh", "-c",
+                f"test -x {PROBE_PREFIX}/nbs-launch && echo nbsandbox-probe-ok"]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, env=env)
+
+    def _probe(self) -> Probe:
+        proot = find_proot()
+        if proot is None:
+            return Probe.fail("proot is not installed; install it (apt-get install proot) or "
+                              "put a static PRoot binary on PATH (or set NBSANDBOX_PROOT)")
+        last = ""
+        for seccomp in (True, False):
+            try:
+                proc = self._run_probe(proot, seccomp=seccomp)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return Probe.fail(f"cannot run {proot}: {exc}")
+            if proc.returncode == 0 and "nbsandbox-probe-ok" in proc.stdout:
+                self.seccomp = seccomp
+                mode = "on" if seccomp else "off (it does not work on this host)"
+                return Probe.ok(f"{proot} works; seccomp acceleration {mode}")
+            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        if "ptrace" in last.lower():
+            return Probe.fail(f"ptrace is not permitted here ({last}); a container or security "
+                              "policy blocks it: use userns or fakechroot")
+        return Probe.fail(f"{proot} does not work here: {last}")
+
+    def command(self, plan: LaunchPlan) -> Command:
+        proot = find_proot()
+        assert proot is not None, "probe() first"
+        scratch = scratch_dir()
+        args = [proot]
+        for op in mount_ops(plan, store_visible=plan.root.present_on_host()):
+            if op.kind in ("store", "ro-bind", "bind"):
+                args += ["-b", f"{op.source}:{op.dest}"]
+            elif op.kind == "tmpfs":
+                args += ["-b", f"{scratch}/home:{op.dest}"]
+            elif op.kind == "hide":
+                empty = f"{scratch}/empty" if os.path.isdir(op.dest) else "/dev/null"
+                args += ["-b", f"{empty}:{op.dest}"]
+        args += ["-w", plan.cwd]
+        env = dict(plan.env)
+        added = [TMP_DIR]
+        env[TMP_DIR] = f"{scratch}/tmp"
+        if not self.seccomp and NO_SECCOMP not in env:
+            env[NO_SECCOMP] = "1"
+            added.append(NO_SECCOMP)
+        args += report(plan, unset=tuple(added))
+        return Command(supervise(args, tmpdir=scratch), env, self.name)
