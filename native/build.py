@@ -45,6 +45,25 @@ class Target:
 
 TARGETS: list[Target] = [
     Target("nbs-launch", "exe", ("launch/launch.c",)),
+    # The fakechroot engine: both libraries are loaded into store programs of
+    # any glibc since 2.17 (see fakechroot/compat.h).  The audit module links
+    # no libc at all; its trailing -fno-sanitize=all wins over --sanitize.
+    Target(
+        "nbs-audit",
+        "shared",
+        ("fakechroot/audit.c", "fakechroot/pathmap.c"),
+        cflags=("-U_FORTIFY_SOURCE", "-fno-stack-protector", "-fvisibility=hidden",
+                "-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns"),
+        ldflags=("-nostdlib", "-Wl,-z,defs", "-Wl,-z,noexecstack", "-fno-sanitize=all"),
+    ),
+    Target(
+        "nbs-preload",
+        "shared",
+        ("fakechroot/preload.c", "fakechroot/pathmap.c"),
+        cflags=("-U_FORTIFY_SOURCE", "-fno-stack-protector", "-fvisibility=hidden"),
+        ldflags=("-Wl,-z,noexecstack", "-Wl,--no-as-needed"),
+        libs=("-l:libdl.so.2",),
+    ),
 ]
 
 
