@@ -21,7 +21,7 @@ from nbsandbox.errors import NbsandboxError, UsageError
 ROOT_ENV = "NBSANDBOX_ROOT"
 
 #: Modules that add sub-commands with a ``register(subparsers)`` function.
-COMMAND_MODULES = ("nbsandbox.pack.commands",)
+COMMAND_MODULES = ("nbsandbox.pack.commands", "nbsandbox.kernelspec")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +32,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_root_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", "-r", default=os.environ.get(ROOT_ENV),
                    help=f"store root to run from (default: ${ROOT_ENV})")
-    p.add_argument("--prefix", help="the store's prefix, if the root does not say (e.g. /gnu/store)")
+    p.add_argument("--prefix",
+                   help="the store's prefix, if the root does not say (e.g. /gnu/store)")
 
 
 def _open_root(args: argparse.Namespace, *, required: bool = True):

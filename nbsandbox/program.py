@@ -57,7 +57,7 @@ class ProgramInfo:
     def describe(self) -> str:
         kinds = []
         if self.is_script:
-            kinds.append("script via " + " -> ".join(self.chain))
+            kinds.append("script via " + " -> ".join(os.path.basename(c) for c in self.chain))
         kinds.append("Go" if self.is_go else ("static" if self.is_static else "dynamic"))
         kinds.append(f"{self.elf.machine} ELF")
         return ", ".join(kinds)

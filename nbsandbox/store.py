@@ -294,14 +294,21 @@ class StoreRoot:
         return candidate
 
     def profile_programs(self) -> list[str]:
-        """Names in the profile's ``bin/``."""
+        """Names in the profile's ``bin/``, the pack's main programs first."""
         bin_dir = self.profile_bin()
         if bin_dir is None:
             return []
         try:
-            return sorted(os.listdir(self.to_host(self.resolve(bin_dir))))
+            names = sorted(os.listdir(self.to_host(self.resolve(bin_dir))))
         except (OSError, StoreError):
             return []
+        main = []
+        if self.metadata:
+            main = [os.path.basename(p) for p in (self.metadata.python, *self.metadata.programs)
+                    if p]
+        main += [n for n in ("python3", "python") if n in names]
+        first = [n for n in dict.fromkeys(main) if n in names]
+        return first + [n for n in names if n not in first]
 
     # -- validation ------------------------------------------------------------
 

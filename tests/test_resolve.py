@@ -88,7 +88,7 @@ def test_probes_are_cached(registry):
 
 
 def test_unknown_engine_lists_valid_names(registry):
-    with pytest.raises(UsageError, match="unknown engine 'fast'.*default, performance, auto"):
+    with pytest.raises(UsageError, match=r"unknown engine 'fast'.*default, performance, auto"):
         engines.resolve("fast")
 
 

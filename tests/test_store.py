@@ -50,7 +50,7 @@ def test_prefix_recorded_in_pack_metadata_wins(tmp_path):
 
 def test_explicit_prefix_must_exist_in_root(tmp_path):
     make_root(tmp_path)
-    with pytest.raises(StoreError, match="no store at .*nix/store.*pass --prefix"):
+    with pytest.raises(StoreError, match=r"no store at .*nix/store.*pass --prefix"):
         StoreRoot.open(tmp_path, prefix="/nix/store")
 
 
@@ -68,7 +68,7 @@ def test_missing_root_and_no_store(tmp_path):
     with pytest.raises(StoreError, match="not a directory"):
         StoreRoot.open(tmp_path / "file")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(StoreError, match="no store found .* --prefix"):
+    with pytest.raises(StoreError, match=r"no store found .* --prefix"):
         StoreRoot.open(tmp_path / "empty")
 
 
@@ -83,7 +83,7 @@ def test_dangling_profile_link_fails_validation(tmp_path):
     make_root(tmp_path)
     shutil.rmtree(tmp_path / "gnu" / "store" / f"{H2}-profile")
     root = StoreRoot.open(tmp_path)
-    with pytest.raises(StoreError, match="profile link .*bin.* missing .* unpack it again"):
+    with pytest.raises(StoreError, match=r"profile link .*bin.* missing .* unpack it again"):
         root.validate()
 
 

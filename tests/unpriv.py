@@ -64,11 +64,12 @@ def unprivileged_env(env: dict[str, str] | None = None, home: str | None = None)
     """An environment fit for the unprivileged user (its own HOME, no pytest leftovers)."""
     base = dict(os.environ if env is None else env)
     base.pop("PYTEST_CURRENT_TEST", None)
-    if os.getuid() == 0:
-        base["HOME"] = home or "/nonexistent"
-        base["USER"] = base["LOGNAME"] = "nobody"
-    elif home:
+    if home:
         base["HOME"] = home
+    if os.getuid() == 0:
+        if base.get("HOME") in (None, "", "/root"):  # root's home is not nobody's
+            base["HOME"] = "/nonexistent"
+        base["USER"] = base["LOGNAME"] = "nobody"
     return base
 
 

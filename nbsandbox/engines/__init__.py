@@ -135,7 +135,7 @@ class Resolution:
 
 
 def requested_engine(explicit: str | None, default: str = "default") -> str:
-    """The engine name asked for: an explicit choice, else ``$NBSANDBOX_ENGINE``, else ``default``."""
+    """The engine asked for: an explicit choice, else ``$NBSANDBOX_ENGINE``, else ``default``."""
     return explicit or os.environ.get(ENV_VAR) or default
 
 
@@ -173,6 +173,8 @@ def resolve(
             engine = get_engine(candidate)
         except EngineUnavailable as exc:
             skipped.append((candidate, str(exc)))
+            continue
+        if program is None and engine.situational:
             continue
         reason = _why_not(engine, program, plan)
         if reason is None:

@@ -71,6 +71,9 @@ class Engine(abc.ABC):
     summary: ClassVar[str]
     #: Relative cost; ``auto`` prefers the lowest rank that works.
     rank: ClassVar[int] = 100
+    #: Whether the engine can only be judged for a given program and root
+    #: (``host``): chains skip it when asked without a program.
+    situational: ClassVar[bool] = False
 
     _probe_cache: Probe | None = None
 

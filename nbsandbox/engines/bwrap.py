@@ -14,7 +14,6 @@ from typing import ClassVar
 
 from nbsandbox.engines.base import Command, Engine, Probe
 from nbsandbox.engines.supervised import report, supervise
-from nbsandbox.engines.userns import PROBE_PREFIX
 from nbsandbox.engines.views import mirror_entries, mount_ops, synthetic_dirs
 from nbsandbox.native import native_dir
 from nbsandbox.plan import LaunchPlan
@@ -26,7 +25,7 @@ def find_bwrap() -> str | None:
 
 class BwrapEngine(Engine):
     name: ClassVar[str] = "bwrap"
-    summary: ClassVar[str] = "bubblewrap (also works where it is setuid and user namespaces are off)"
+    summary: ClassVar[str] = "bubblewrap; also where it is setuid and user namespaces are off"
     rank: ClassVar[int] = 30
 
     def _probe(self) -> Probe:
@@ -34,8 +33,10 @@ class BwrapEngine(Engine):
         if bwrap is None:
             return Probe.fail("bwrap is not installed; install bubblewrap (apt-get install "
                               "bubblewrap) or use another engine")
-        argv = [bwrap, "--dev-bind", "/", "/", "--ro-bind", str(native_dir()), PROBE_PREFIX,
-                "--", "/bin/true"]
+        # A user namespace (unless setuid) and a read-only bind mount.  The
+        # mount points of a real launch are made in bubblewrap's own tmpfs.
+        native = str(native_dir())
+        argv = [bwrap, "--dev-bind", "/", "/", "--ro-bind", native, native, "--", "/bin/true"]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -74,7 +75,7 @@ class BwrapEngine(Engine):
             elif op.kind == "hide":
                 if os.path.isdir(op.dest):
                     args += ["--tmpfs", op.dest, "--remount-ro", op.dest]
-                else:
-                    args += ["--ro-bind", "/dev/null", op.dest]
+                else:  # a device bind: bubblewrap's plain binds are nodev
+                    args += ["--dev-bind", "/dev/null", op.dest]
         args += ["--remount-ro", "/", "--chdir", plan.cwd, "--", *report(plan)]
         return Command(supervise(args), dict(plan.env), self.name)

@@ -17,6 +17,7 @@ class HostEngine(Engine):
     name: ClassVar[str] = "host"
     summary: ClassVar[str] = "run directly; only for a store already present at its prefix"
     rank: ClassVar[int] = 0
+    situational: ClassVar[bool] = True
 
     def _probe(self) -> Probe:
         return Probe.ok("always available; used only when the store is at its prefix on this host")

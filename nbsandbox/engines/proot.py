@@ -43,9 +43,10 @@ class ProotEngine(Engine):
             env.pop(NO_SECCOMP, None)
         else:
             env[NO_SECCOMP] = "1"
-        # Translate a path, exec a program through it, and read a file back.
+        # Bind at a prefix that does not exist, then open a file through it.
+        # (Not `test -x`: older PRoot releases do not translate faccessat2.)
         argv = [proot, "-b", f"{native_dir()}:{PROBE_PREFIX}", "/bin/sh", "-c",
-                f"test -x {PROBE_PREFIX}/nbs-launch && echo nbsandbox-probe-ok"]
+                f"cat {PROBE_PREFIX}/nbs-launch >/dev/null && echo nbsandbox-probe-ok"]
         return subprocess.run(argv, capture_output=True, text=True, timeout=20, env=env)
 
     def _probe(self) -> Probe:

@@ -1,0 +1,322 @@
+"""Engines, end to end, as an unprivileged user: `nbsandbox run` on real packs.
+
+Every test runs ``python -m nbsandbox run`` as uid 65534 when the suite runs
+as root.  The same behaviour is required of every engine that works here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import unpriv
+
+from nbsandbox.engines import get_engine
+from nbsandbox.store import StoreRoot
+
+ENGINES = ["userns", "bwrap", "proot", "fakechroot"]
+IN_PLACE = {"userns", "fakechroot"}  # engines that exec the program in place (same PID)
+NAMESPACE = {"userns", "bwrap"}  # engines with a real read-only bind of the store
+
+EXEC_CHILD_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc < 2) { fputs("usage: exec-child PROGRAM [ARG...]\n", stderr); return 2; }
+    execv(argv[1], argv + 1);
+    perror(argv[1]);
+    return 127;
+}
+"""
+
+
+def _available(name: str) -> bool:
+    try:
+        return get_engine(name).probe().available
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    if not _available(request.param):
+        pytest.skip(f"{request.param}: {get_engine(request.param).probe().reason}")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def tools_root(tmp_path_factory) -> StoreRoot:
+    """A pack of git, sh and a C program that execs its argument, plus store scripts."""
+    from nbsandbox.pack import PackOptions, build_pack
+
+    base = tmp_path_factory.mktemp("tools-pack")
+    unpriv.world_tmpdir(str(base))
+    src = base / "exec-child.c"
+    src.write_text(EXEC_CHILD_C)
+    exe = base / "exec-child"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(src)], check=True)
+    result = build_pack(PackOptions(with_python=False, output=base / "root",
+                                    programs=["/usr/bin/git", "/bin/sh", str(exe)]))
+    root = StoreRoot.open(result.path)
+    sh = root.resolve(root.find_program("sh"))
+    scripts = {
+        "hello": 'echo "hello $*"; exit ${EXIT:-0}',
+        "pid": "echo $$",
+        "sigself": "kill -$1 $$; sleep 5",
+        "run-cmd": 'exec "$@"',
+        "traps": ("trap 'echo got TERM; exit 3' TERM\n"
+                  "trap 'echo got INT' INT\n"
+                  "echo ready\nwhile :; do sleep 0.05; done"),
+    }
+    item = root.store_dir / ("t" * 32 + "-test-scripts")
+    (item / "bin").mkdir(parents=True)
+    bin_dir = root.to_host(root.resolve(root.profile_bin()))
+    os.chmod(bin_dir, 0o755)
+    for name, body in scripts.items():
+        path = item / "bin" / name
+        path.write_text(f"#!{sh}\n{body}\n")
+        path.chmod(0o755)
+        os.symlink(f"{root.prefix}/{item.name}/bin/{name}", bin_dir / name)
+    return StoreRoot.open(result.path)
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    d = tmp_path / "work"
+    d.mkdir()
+    unpriv.world_tmpdir(str(d))
+    os.chmod(d, 0o777)
+    return d
+
+
+def nbs(root: StoreRoot, engine: str, *args: str, options=(), **kw) -> list[str]:
+    return [sys.executable, "-m", "nbsandbox", "run", "--root", str(root.path),
+            "--engine", engine, *options, "--", *args]
+
+
+def run(argv, **kw) -> subprocess.CompletedProcess:
+    return unpriv.run(argv, **kw)
+
+
+# -- what the program sees ----------------------------------------------------
+
+
+def test_python_sees_its_store(python_pack, engine, workdir):
+    code = "import sys, ssl, sqlite3, ctypes; print(sys.prefix); print(sys.executable)"
+    r = run(nbs(python_pack, engine, "python3", "-c", code), cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    prefix, executable = r.stdout.split()
+    assert (prefix.startswith("/gnu/store/") and prefix.endswith("-python-3.11.2")) or \
+        prefix.startswith("/gnu/store/")
+    assert executable.startswith("/gnu/store/")
+
+
+def test_store_script_and_store_child(tools_root, engine, workdir):
+    r = run(nbs(tools_root, engine, "hello", "a b", "c"), cwd=workdir)
+    assert (r.returncode, r.stdout) == (0, "hello a b c\n"), r.stderr
+    hello = tools_root.find_program("hello")
+    r = run(nbs(tools_root, engine, "exec-child", hello, "from", "child"), cwd=workdir)
+    assert (r.returncode, r.stdout) == (0, "hello from child\n"), r.stderr
+
+
+def test_working_directory_is_kept(tools_root, engine, workdir):
+    r = run(nbs(tools_root, engine, "run-cmd", "pwd"), cwd=workdir)
+    assert r.stdout.strip() == str(workdir), r.stderr
+
+
+def test_exit_code_is_the_programs(tools_root, engine, workdir):
+    r = run(nbs(tools_root, engine, "hello"), cwd=workdir, env={**os.environ, "EXIT": "7"})
+    assert r.returncode == 7, r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGSEGV])
+def test_signal_death_is_the_programs(tools_root, engine, workdir, sig):
+    r = run(nbs(tools_root, engine, "sigself", str(int(sig))), cwd=workdir)
+    assert r.returncode == -sig, (r.returncode, r.stderr)
+
+
+def test_shell_sees_128_plus_n(tools_root, engine, workdir):
+    cmd = " ".join(nbs(tools_root, engine, "sigself", "15"))
+    r = run(["/bin/sh", "-c", f"{cmd}; echo status=$?"], cwd=workdir)
+    assert "status=143" in r.stdout, r.stderr
+
+
+def test_in_place_engines_keep_the_pid(tools_root, engine, workdir):
+    if engine not in IN_PLACE:
+        pytest.skip(f"{engine} keeps its tool as the program's parent")
+    p = unpriv.popen(nbs(tools_root, engine, "pid"), cwd=workdir, stdout=subprocess.PIPE,
+                     text=True)
+    out, _ = p.communicate(timeout=60)
+    assert int(out) == p.pid
+
+
+def _wait_for(stream, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if text in line:
+            return
+        if not line:
+            break
+    raise AssertionError(f"{text!r} never came")
+
+
+def test_sigterm_reaches_the_program(tools_root, engine, workdir):
+    p = unpriv.popen(nbs(tools_root, engine, "traps"), cwd=workdir, stdout=subprocess.PIPE,
+                     text=True)
+    _wait_for(p.stdout, "ready")
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=30)
+    assert "got TERM" in out
+    assert p.returncode == 3
+
+
+def test_sigint_to_the_group_reaches_the_program_once(tools_root, engine, workdir):
+    p = unpriv.popen(nbs(tools_root, engine, "traps"), cwd=workdir, stdout=subprocess.PIPE,
+                     text=True, start_new_session=True)
+    _wait_for(p.stdout, "ready")
+    os.killpg(p.pid, signal.SIGINT)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=30)
+    assert out.count("got INT") == 1, out
+    assert p.returncode == 3
+
+
+def _processes_with(token: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if token.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def _scratch_dirs() -> set[str]:
+    import tempfile
+
+    tmp = tempfile.gettempdir()
+    return {n for n in os.listdir(tmp) if n.startswith(("nbsandbox-", "proot-", "prooted-"))}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_killing_the_launcher_leaves_nothing_behind(tools_root, engine, workdir, sig):
+    token = f"NBS_TEST_TOKEN={uuid.uuid4().hex}"
+    before = _scratch_dirs()
+    name, value = token.split("=")
+    env = {**os.environ, name: value}
+    p = unpriv.popen(nbs(tools_root, engine, "run-cmd", "sleep", "600"), cwd=workdir, env=env,
+                     start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not any(_is_sleep(pid) for pid in _processes_with(token)):
+        assert time.monotonic() < deadline, "the program never started"
+        time.sleep(0.05)
+    p.send_signal(sig)
+    p.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while _processes_with(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_with(token) == []
+    assert _scratch_dirs() - before == set()
+
+
+def _is_sleep(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == "sleep"
+    except OSError:
+        return False
+
+
+# -- plan options ---------------------------------------------------------------
+
+
+def test_isolate_home_hides_the_users_git_config(tools_root, engine, tmp_path):
+    home = tmp_path / "home"
+    (home / "work").mkdir(parents=True)
+    (home / ".gitconfig").write_text("[user]\n\tname = Secret Person\n")
+    unpriv.world_tmpdir(str(home / "work"))
+    for p in (home, home / "work", home / ".gitconfig"):
+        os.chown(p, unpriv.NOBODY, unpriv.NOBODY) if os.getuid() == 0 else None
+    env = {**unpriv.unprivileged_env(home=str(home))}
+    seen = run(nbs(tools_root, engine, "git", "config", "--global", "--list"),
+               cwd=home / "work", env=env)
+    assert "Secret Person" in seen.stdout, seen.stderr
+    hidden = run(nbs(tools_root, engine, "git", "config", "--global", "--list",
+                     options=["--isolate-home"]), cwd=home / "work", env=env)
+    assert "Secret Person" not in hidden.stdout + hidden.stderr
+    # The working directory inside the home stays visible (and writable).
+    r = run(nbs(tools_root, engine, "run-cmd", "sh", "-c", "pwd; echo x > f && cat f",
+                options=["--isolate-home"]), cwd=home / "work", env=env)
+    assert r.stdout.split() == [str(home / "work"), "x"], r.stderr
+
+
+def test_bind_and_hide(tools_root, engine, workdir):
+    if engine == "fakechroot":
+        pytest.skip("fakechroot maps paths; see test_fakechroot for its own bind tests")
+    data = workdir / "data"
+    data.mkdir()
+    (data / "x").write_text("bound\n")
+    r = run(nbs(tools_root, engine, "run-cmd", "cat", "/nbsandbox-test/x", "/etc/hostname",
+                options=["--bind", f"{data}:/nbsandbox-test", "--hide", "/etc/hostname"]),
+            cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "bound\n"
+
+
+def test_store_is_read_only(tools_root, engine, workdir):
+    if engine not in NAMESPACE:
+        pytest.skip(f"{engine} has no read-only bind; unpacked stores are read-only on disk")
+    target = f"{tools_root.prefix}/{tools_root.items()[0]}/new-file"
+    r = run(nbs(tools_root, engine, "run-cmd", "touch", target), cwd=workdir)
+    assert r.returncode != 0
+    assert "Read-only file system" in r.stderr
+
+
+def test_nested_user_namespace_works_under_userns(tools_root, workdir):
+    if not _available("userns"):
+        pytest.skip("no user namespaces here")
+    r = run(nbs(tools_root, "userns", "run-cmd", "unshare", "-Ur", "id", "-u"), cwd=workdir)
+    assert (r.returncode, r.stdout.strip()) == (0, "0"), r.stderr
+
+
+# -- hosts without user namespaces -------------------------------------------------
+
+
+def test_without_user_namespaces_default_falls_back_to_proot(tools_root, workdir):
+    r = run(nbs(tools_root, "userns", "hello"), cwd=workdir, no_userns=True)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "user namespace" in lines[0], r.stderr
+    r = run(nbs(tools_root, "default", "hello", "there", options=["--explain"]), cwd=workdir,
+            no_userns=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hello there\n"
+    assert "engine: proot" in r.stderr and "skipped userns:" in r.stderr
+
+
+def test_doctor_without_user_namespaces(tools_root, workdir):
+    r = run([sys.executable, "-m", "nbsandbox", "doctor", "--root", str(tools_root.path)],
+            cwd=workdir, no_userns=True)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.strip()}
+    assert "unavailable" in rows["userns"]
+    assert "default      -> proot" in r.stdout
+    assert "hello" in r.stdout
+
+
+def test_explicit_unknown_engine_is_a_usage_error(tools_root, workdir):
+    r = run(nbs(tools_root, "turbo", "hello"), cwd=workdir)
+    assert r.returncode == 2
+    assert r.stderr.startswith("nbsandbox: error: unknown engine 'turbo'")
