@@ -1,0 +1,37 @@
+"""Shared pytest fixtures.
+
+Pack fixtures
+-------------
+``python_pack`` (session scope) packs the environment the tests run in
+(``sys.executable``'s venv, which has ipykernel) with ``nbsandbox pack`` into
+a world-readable directory and returns its :class:`~nbsandbox.store.StoreRoot`
+(prefix ``/gnu/store``).  It is built once per session (about 15 s) and shared
+by every test that asks for it, so treat it as read-only.  Its python is
+``root.metadata.python``; the profile's ``bin/`` has ``python3``,
+``ipython``, the venv's other console scripts; ``root.profile_programs()``
+lists them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import unpriv
+
+from nbsandbox.store import StoreRoot
+
+
+@pytest.fixture(scope="session")
+def python_pack(tmp_path_factory) -> StoreRoot:
+    """A pack of the test venv, unpacked in a directory the unprivileged user can read."""
+    from nbsandbox.pack import PackOptions, build_pack
+
+    base = tmp_path_factory.mktemp("python-pack")
+    unpriv.world_tmpdir(str(base))
+    lines: list[str] = []
+    result = build_pack(PackOptions(python=sys.executable, output=base / "root",
+                                    progress=lines.append))
+    root = StoreRoot.open(result.path)
+    root.build_log = lines  # type: ignore[attr-defined]  # phase lines, for test reports
+    return root
