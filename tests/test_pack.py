@@ -542,3 +542,16 @@ def test_check_root_reports_references_outside(tmp_path):
     assert "passwd: symlink to /etc/passwd, outside /gnu/store" in text
     assert "escape: symlink to ../../../../outside" in text
     assert all("\n" not in p for p in problems)
+
+
+def test_cli_check_exits_1_and_lists_problems(tmp_path, capsys):
+    from nbsandbox.cli import main
+
+    tool = tmp_path / "gnu" / "store" / f"{'a' * 32}-tool"
+    tool.mkdir(parents=True)
+    os.symlink("/etc/passwd", tool / "passwd")
+    assert main(["check", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == f"/gnu/store/{'a' * 32}-tool/passwd: symlink to /etc/passwd, " \
+                           "outside /gnu/store\n"
+    assert f"incomplete: 1 problem in {tmp_path}" in captured.err

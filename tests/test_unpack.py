@@ -191,13 +191,23 @@ def test_later_file_replaces_a_symlink_without_following_it(site):
     assert (site / "outside" / "victim").read_text() == "untouched"
 
 
-def test_truncated_archive_is_a_one_line_error_and_leaves_nothing(site):
-    data = [entry(f"{TOOL}/bin/hello", data=os.urandom(300_000))]
-    pack = make_tar(site / "packs" / "p.tar.gz", data)
-    pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+@pytest.mark.parametrize("mode", ["w:gz", "w:xz", "w:bz2", "w"])
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_damaged_archive_is_a_one_line_error_and_leaves_nothing(site, mode, damage):
+    if mode == "w" and damage == "flipped":
+        pytest.skip("a plain tar has no checksum over file data")
+    data = [entry(f"{TOOL}/bin/hello", data=os.urandom(200_000) + b"a" * 200_000)]
+    pack = make_tar(site / "packs" / "p.tar", data, mode)
+    raw = bytearray(pack.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0xFF  # the compressed stream's checksum no longer matches
+    pack.write_bytes(bytes(raw))
     with pytest.raises(PackError) as err:
         unpack(pack, site / "parent" / "root")
-    assert "\n" not in str(err.value) and "cannot unpack" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert "damaged" in str(err.value) or "cannot unpack" in str(err.value)
     assert os.listdir(site / "parent") == []
 
 
@@ -285,3 +295,16 @@ def test_write_tarball_is_deterministic_and_round_trips(site):
     assert copy.read_bytes() == exe.read_bytes()
     assert stat.S_IMODE(copy.stat().st_mode) == 0o755  # setuid dropped, others may read
     assert os.readlink(root.path / "bin") == f"gnu/store/{H}-x/bin"
+
+
+def test_cli_unpack_errors_are_one_line(site, capsys):
+    from nbsandbox.cli import main
+
+    pack = make_tar(site / "packs" / "evil.tar.gz", EVIL["dotdot"])
+    assert main(["unpack", str(pack), str(site / "parent" / "root")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nbsandbox: error: refusing to unpack") and err.count("\n") == 1
+    good = make_tar(site / "packs" / "good.tar.gz", guix_like_entries())
+    assert main(["unpack", str(good), str(site / "parent" / "root")]) == 0
+    out = capsys.readouterr().out
+    assert f"unpacked {site / 'parent' / 'root'}: 2 items, prefix /gnu/store" in out

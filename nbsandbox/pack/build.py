@@ -414,29 +414,17 @@ def build_pack(options: PackOptions) -> PackResult:
 
     builder.collect()
     builder.closure()
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
     try:
-        root = staging / "root"
-        store = root / prefix.lstrip("/")
-        store.mkdir(parents=True)
-        builder.stage(store)
-        builder.name(store, tools)
-        builder.relocate(store, patchelf)
-        builder.compile(store)
-        profile = builder.profile(store)
-        builder.metadata(root, profile)
-        files, unpacked = archive.normalize_tree(root)
-        if is_tar:
-            tmp_tar = staging / "pack.tar.gz"
-            size = archive.write_tarball(root, tmp_tar)
-            os.chmod(tmp_tar, 0o644)
-            os.replace(tmp_tar, output)
-            builder.say(f"write: {output} ({size / 1e6:.1f} MB, {files} files)")
-        else:
-            os.chmod(root, 0o755)
-            os.rename(root, output)
-            size = unpacked
-            builder.say(f"write: {output} ({files} files, {size / 1e6:.1f} MB)")
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
+    except OSError as exc:
+        raise PackError(f"cannot create a directory in {output.parent}: {exc.strerror}; "
+                        "choose an output where you can write") from None
+    try:
+        size, unpacked = _write(builder, staging, output, is_tar, tools, patchelf)
+    except OSError as exc:
+        where = exc.filename or output.parent
+        raise PackError(f"writing the pack failed at {where}: {exc.strerror or exc}; "
+                        f"check free space and permissions in {output.parent}") from None
     finally:
         remove_tree(staging)
     items = tuple(sorted(i.store_name or "" for i in builder.layout.items.values()))
@@ -448,3 +436,31 @@ def build_pack(options: PackOptions) -> PackResult:
         unpacked_bytes=unpacked,
         notes=tuple(builder.notes),
     )
+
+
+def _write(builder: _Builder, staging: Path, output: Path, is_tar: bool, tools: str,
+           patchelf: str) -> tuple[int, int]:
+    """Stage, name, relocate, compile, then move the result to ``output``; (size, unpacked)."""
+    prefix = builder.layout.prefix
+    root = staging / "root"
+    store = root / prefix.lstrip("/")
+    store.mkdir(parents=True)
+    builder.stage(store)
+    builder.name(store, tools)
+    builder.relocate(store, patchelf)
+    builder.compile(store)
+    profile = builder.profile(store)
+    builder.metadata(root, profile)
+    files, unpacked = archive.normalize_tree(root)
+    if is_tar:
+        tmp_tar = staging / "pack.tar.gz"
+        size = archive.write_tarball(root, tmp_tar)
+        os.chmod(tmp_tar, 0o644)
+        os.replace(tmp_tar, output)
+        builder.say(f"write: {output} ({size / 1e6:.1f} MB, {files} files)")
+    else:
+        os.chmod(root, 0o755)
+        os.rename(root, output)
+        size = unpacked
+        builder.say(f"write: {output} ({files} files, {size / 1e6:.1f} MB)")
+    return size, unpacked

@@ -112,7 +112,8 @@ def run_check(args: argparse.Namespace) -> int:
     if problems:
         for line in problems:
             print(line)
-        print(f"incomplete: {len(problems)} problems in {root.path}", file=sys.stderr)
+        n = len(problems)
+        print(f"incomplete: {n} problem{'' if n == 1 else 's'} in {root.path}", file=sys.stderr)
         return 1
     print(f"complete: {len(root.items())} items, no reference outside {root.prefix}")
     return 0

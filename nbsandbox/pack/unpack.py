@@ -202,18 +202,32 @@ def unpack(pack: str | os.PathLike[str], dest: str | os.PathLike[str],
     if not pack.is_file():
         raise PackError(f"{pack} is not a file; give a pack tarball (.tar.gz, .tar.xz or .tar)")
     _check_dest(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpack-", dir=dest.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpack-", dir=dest.parent))
+    except OSError as exc:
+        raise PackError(f"cannot create a directory in {dest.parent}: {exc.strerror}; "
+                        "choose a destination where you can write") from None
     try:
         extractor = _Extractor(tmp)
         try:
-            with tarfile.open(pack, "r:*") as tar:
+            try:
+                tar = tarfile.open(pack, "r:*")  # noqa: SIM115 -- closed just below
+            except tarfile.ReadError:
+                raise PackError(f"{pack} is not a .tar, .tar.gz, .tar.xz or .tar.bz2 archive, or "
+                                "it is damaged; download or build it again") from None
+            with tar:
                 for member in tar:
                     extractor.add(member, tar)
+                # Read the compressed stream to its end, so that its checksum is verified.
+                while tar.fileobj is not None and tar.fileobj.read(_CHUNK):
+                    pass
         except _Refused as exc:
             raise PackError(f"refusing to unpack {pack}: {exc}; the archive is unsafe, "
                             "do not use it") from None
         except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
-            detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # the destination's file system, not the archive
+            detail = str(exc) or type(exc).__name__
             raise PackError(f"cannot unpack {pack}: {detail}; is it a complete .tar, .tar.gz "
                             "or .tar.xz file? Download or build it again") from None
         extractor.finish()
@@ -224,6 +238,10 @@ def unpack(pack: str | os.PathLike[str], dest: str | os.PathLike[str],
             raise PackError(f"{pack} is not a usable pack: {detail}") from None
         os.chmod(tmp, 0o755)
         os.rename(tmp, dest)
+    except OSError as exc:
+        remove_tree(tmp)
+        raise PackError(f"cannot unpack {pack} into {dest}: {exc.strerror or exc}; check free "
+                        f"space and permissions in {dest.parent}") from None
     except BaseException:
         remove_tree(tmp)
         raise
