@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -151,9 +152,58 @@ def mini_store(tmp_path_factory) -> MiniStore:
     return build_mini_store(base)
 
 
-@pytest.fixture(scope="module")
-def engine() -> FakechrootEngine:
-    eng = FakechrootEngine()
+def _asan_runtime() -> str | None:
+    proc = subprocess.run(["cc", "-print-file-name=libasan.so"], capture_output=True, text=True,
+                          check=False)
+    path = proc.stdout.strip()
+    return os.path.realpath(path) if proc.returncode == 0 and os.path.isabs(path) else None
+
+
+ASAN_OPTIONS = "detect_leaks=0:verify_asan_link_order=0:halt_on_error=1:exitcode=86"
+
+
+class AsanEngine(FakechrootEngine):
+    """The engine with nbs-preload.so built with AddressSanitizer (from
+    ``native_dir``), its runtime preloaded first.  The audit module links no
+    libc and is never instrumented."""
+
+    def __init__(self, native_dir: str, runtime: str) -> None:
+        super().__init__(preload_first=(runtime,))
+        self.native_dir = native_dir
+
+    def _with_native_dir(self, fn, *args):
+        saved = os.environ.get("NBSANDBOX_NATIVE_DIR")
+        os.environ["NBSANDBOX_NATIVE_DIR"] = self.native_dir
+        try:
+            return fn(*args)
+        finally:
+            if saved is None:
+                os.environ.pop("NBSANDBOX_NATIVE_DIR", None)
+            else:
+                os.environ["NBSANDBOX_NATIVE_DIR"] = saved
+
+    def _probe(self):
+        return self._with_native_dir(super()._probe)
+
+    def command(self, plan):
+        return self._with_native_dir(super().command, plan)
+
+
+@pytest.fixture(scope="module", params=["plain", "asan"])
+def engine(request, tmp_path_factory) -> FakechrootEngine:
+    """The engine as installed, and again with an AddressSanitizer build."""
+    if request.param == "plain":
+        eng = FakechrootEngine()
+    else:
+        runtime = _asan_runtime()
+        if not runtime:
+            pytest.skip("no AddressSanitizer runtime")
+        out = tmp_path_factory.mktemp("asan-native")
+        subprocess.run([sys.executable, str(REPO / "native" / "build.py"), "--sanitize",
+                        "address", "--out", str(out), "--target", "nbs-audit", "--target",
+                        "nbs-preload"], check=True, capture_output=True)
+        unpriv.world_tmpdir(str(out))
+        eng = AsanEngine(str(out), runtime)
     probe = eng.probe()
     assert probe.available, probe.reason
     return eng
@@ -171,6 +221,8 @@ def plan_for(store: MiniStore, program: str, args: list[str], **kw) -> LaunchPla
 
 def run(engine: FakechrootEngine, store: MiniStore, program: str, args: list[str],
         *, no_userns: bool = False, timeout: int = 30, **kw) -> subprocess.CompletedProcess:
+    if isinstance(engine, AsanEngine):
+        kw.setdefault("env", {})["ASAN_OPTIONS"] = ASAN_OPTIONS
     cmd = engine.command(plan_for(store, program, args, **kw))
     return unpriv.run(cmd.argv, env=cmd.env, no_userns=no_userns, timeout=timeout)
 
@@ -329,11 +381,16 @@ def test_store_is_read_only(engine, mini_store, tmp_path):
 
 
 def test_dlopen_by_path_and_soname(engine, mini_store):
-    proc = run(engine, mini_store, PROBE_BIN,
-               ["dlopen", f"{P}/{PROFILE}/lib/libnbstest.so", ",", "dlopen", "libnbstest.so"])
+    asan = isinstance(engine, AsanEngine)
+    args = ["dlopen", f"{P}/{PROFILE}/lib/libnbstest.so"]
+    if not asan:
+        # ASan's own dlopen interceptor makes libasan the caller, so the
+        # loader would search libasan's RUNPATH instead of the program's.
+        args += [",", "dlopen", "libnbstest.so"]
+    proc = run(engine, mini_store, PROBE_BIN, args)
     assert proc.returncode == 0, proc.stderr
-    # loaded once, under its store name
-    assert lines(proc, "dlopen") == [f"{P}/{LIBS}/lib/libnbstest.so 42"] * 2
+    # found through the absolute profile symlink, loaded once, under its store name
+    assert lines(proc, "dlopen") == [f"{P}/{LIBS}/lib/libnbstest.so 42"] * (1 if asan else 2)
 
 
 def test_gconv_modules_come_from_the_store(engine, mini_store):

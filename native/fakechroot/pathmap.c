@@ -683,6 +683,8 @@ int pm_shebang(const char *buf, size_t n, char *interp, size_t isz, char *arg, s
         name++;
     if (name >= end)
         return -ENOEXEC;
+    if (b[name] == '\0')
+        return -EACCES; /* "#!" then NUL: Linux opens "" and fails so */
     size_t sep = name;
     while (sep <= end && !spacetab(b[sep]) && b[sep] != '\0')
         sep++;

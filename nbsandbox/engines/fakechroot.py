@@ -68,14 +68,18 @@ class FakechrootEngine(Engine):
     )
     rank: ClassVar[int] = 20
 
-    def __init__(self, *, shells: tuple[str, ...] = DEFAULT_SHELLS, compat: bool = False) -> None:
+    def __init__(self, *, shells: tuple[str, ...] = DEFAULT_SHELLS, compat: bool = False,
+                 preload_first: tuple[str, ...] = ()) -> None:
         """``shells``: host programs given the preload library when a store program runs them.
         ``compat``: use ``LD_PRELOAD`` and an argv[0] fix-up instead of ld.so's
         ``--preload``/``--argv0`` even where ld.so has them (what the engine
         does for glibc < 2.30/2.33; for tests).
+        ``preload_first``: libraries to preload before nbsandbox's own, in every
+        store program and shell (the tests put a sanitizer runtime there).
         """
         self.shells = tuple(shells)
         self.compat = compat
+        self.preload_first = tuple(preload_first)
 
     # -- probing -----------------------------------------------------------------
 
@@ -104,6 +108,7 @@ class FakechrootEngine(Engine):
         program = next((p for p in ("/bin/true", "/usr/bin/true") if os.path.exists(p)),
                        sys.executable)
         argv = [program] if program != sys.executable else [program, "-c", "pass"]
+        preload = ":".join([*self.preload_first, preload])
         config = _config_text([], audit, preload, (), {}, [], compat=False)
         env = {"PATH": os.defpath, "LD_AUDIT": audit, "LD_PRELOAD": preload,
                ENV_PREFIX + "CONFIG": config}
@@ -147,6 +152,14 @@ class FakechrootEngine(Engine):
         if reason:
             raise EngineUnavailable(reason)
         audit, preload = _libraries()
+        parts = [*self.preload_first, preload]
+        if any(c in part for part in parts for c in ": "):
+            # ld.so's --preload and LD_PRELOAD split lists on ':' and ' '
+            raise EngineUnavailable(
+                f"the preload library's path {preload!r} contains ':' or a space, which "
+                "ld.so cannot take; install nbsandbox in a path without them"
+            )
+        preload = ":".join(parts)
 
         argv0, pre, elf_path = _exec_chain(root, plan.program, plan.argv, plan.env)
         elf_sbx = root.resolve(elf_path)
@@ -169,10 +182,7 @@ class FakechrootEngine(Engine):
         env.update(added)
 
         maps = _mappings(plan)
-        shells = self.shells
-        if any(c in preload for c in ": "):
-            shells = ()  # LD_PRELOAD cannot name it: host shells run without translation
-        config = _config_text(maps, audit, preload, shells, added,
+        config = _config_text(maps, audit, preload, self.shells, added,
                               [(os.fspath(ldso_host), features)], compat=self.compat)
         env[ENV_PREFIX + "CONFIG"] = config
         env[ENV_PREFIX + "EXE"] = elf_sbx
@@ -187,12 +197,6 @@ class FakechrootEngine(Engine):
         if features & LDSO_PRELOAD:
             argv += ["--preload", preload]
         else:
-            if any(c in preload for c in ": "):
-                raise EngineUnavailable(
-                    f"{ldso_sbx} is older than glibc 2.30 (no --preload) and the preload "
-                    f"library's path {preload!r} cannot be put in LD_PRELOAD; "
-                    "install nbsandbox in a path without ':' or spaces"
-                )
             old = env.get("LD_PRELOAD")
             env["LD_PRELOAD"] = preload + (":" + old if old else "")
         argv += [os.fspath(elf_host), *pre, *plan.argv[1:]]
