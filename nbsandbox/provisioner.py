@@ -1,0 +1,210 @@
+"""The kernel provisioner: a whole kernel process run from a store root, through an engine.
+
+Registered under the entry-point group ``jupyter_client.kernel_provisioners``
+as ``nbsandbox-provisioner``.  A kernelspec selects it with::
+
+    "metadata": {"kernel_provisioner": {
+        "provisioner_name": "nbsandbox-provisioner",
+        "config": {"root": "~/packs/py311", "engine": "userns", "isolate_home": true}}}
+
+Every key of ``config`` is a trait of :class:`SandboxProvisioner` (the policy
+traits of :class:`~nbsandbox.policy.SandboxPolicy`, plus ``root``).  jupyter_client
+passes them as constructor arguments, which override the server's configuration;
+so they are checked here, against the administrator's policy: a kernel.json may
+only tighten it.
+
+The provisioner is :class:`~jupyter_client.provisioning.LocalProvisioner` with one
+change: :meth:`pre_launch` replaces the kernel command by the engine's command for
+the same program inside the root.  Engines exec the program in place or forward
+signals and exit statuses to it, so the process jupyter_client manages (its
+process group, its signals, its exit) behaves as a plain local kernel would.
+After the kernel ends, whatever is left of its session is killed (:meth:`cleanup`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+from jupyter_client.provisioning import LocalProvisioner
+from traitlets import Unicode
+
+from nbsandbox.errors import NbsandboxError, UsageError
+from nbsandbox.jupyter_runs import session_members, signal_session
+from nbsandbox.kernelspec import KERNEL_VARS, PROVISIONER_NAME
+from nbsandbox.policy import POLICY_TRAITS, SandboxPolicy
+
+__all__ = ["PROVISIONER_NAME", "SandboxProvisioner", "inner_command"]
+
+
+def inner_command(cmd: list[str], spec_argv: list[str]) -> list[str]:
+    """The kernel's own command line inside the root.
+
+    A kernelspec written by ``nbsandbox kernel install`` runs
+    ``... -m nbsandbox kernel launch [options] -- PROGRAM ARGS`` (so that front ends
+    without provisioners work too): the provisioner takes ``PROGRAM ARGS``.  Any
+    other argv is the program's own, its first word a name from the root's ``bin/``
+    or a store path (jupyter_client replaces a leading ``python3`` by its own
+    interpreter: the kernelspec's word is used instead).
+    """
+    if "--" in cmd:
+        head = cmd[:cmd.index("--")]
+        if "kernel" in head and "launch" in head:
+            return cmd[cmd.index("--") + 1:]
+    if cmd and spec_argv and cmd[0] == sys.executable and spec_argv[0] != cmd[0]:
+        return [spec_argv[0], *cmd[1:]]
+    return list(cmd)
+
+
+class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
+    """Starts a kernel from a store root through an nbsandbox engine."""
+
+    root = Unicode(
+        "",
+        help="""Store root the kernel runs from: a name from `roots` or a path (kernel.json:
+        metadata.kernel_provisioner.config.root).  Empty: `default_root`.""",
+    ).tag(config=True)
+
+    #: The engine chosen at the last launch, and why others were skipped (for logs, info).
+    engine_used: str | None = None
+    explanation: str = ""
+    _sid: int | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Called by jupyter_client's provisioner factory with the kernel.json config as
+        keyword arguments (next to ``kernel_id``, ``kernel_spec`` and ``parent``)."""
+        own = {"root", *POLICY_TRAITS}
+        framework = {"kernel_id", "kernel_spec", "parent", "config", "log", "connection_info"}
+        unknown = sorted(k for k in kwargs if k not in own | framework)
+        if unknown:
+            raise UsageError(
+                f"kernel.json metadata.kernel_provisioner.config has unknown key(s) "
+                f"{', '.join(unknown)}; valid keys: {', '.join(sorted(own))}")
+        self._requested = {k: v for k, v in kwargs.items() if k in POLICY_TRAITS}
+        super().__init__(**kwargs)
+
+    @property
+    def _source(self) -> str:
+        name = getattr(self.parent, "kernel_name", "") or "?"
+        return f"kernel {name!r} (kernel.json metadata.kernel_provisioner.config)"
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Build the kernel command, then wrap it in the engine's command.
+
+        Called by ``KernelManager.pre_start_kernel`` at every start and restart (the
+        same provisioner object is reused on restart).  Raises a one-line
+        :class:`~nbsandbox.errors.NbsandboxError` when the policy forbids the request,
+        the root is not usable or no allowed engine works here; the front end shows it.
+        """
+        kwargs = await super().pre_launch(**kwargs)
+        try:
+            self._wrap(kwargs)
+        except NbsandboxError as exc:
+            self.log.error("nbsandbox: %s", exc)
+            raise type(exc)(f"cannot start {self._source}: {exc}") from None
+        return kwargs
+
+    def _wrap(self, kwargs: dict[str, Any]) -> None:
+        from nbsandbox.plan import Bind
+
+        source = self._source
+        policy = self.effective_policy(self._requested, source)
+        root = policy.open_root(self.root or None, source)
+        spec_argv = list(self.kernel_spec.argv) if self.kernel_spec else []
+        program, *args = inner_command(kwargs["cmd"], spec_argv)
+        cwd = kwargs.get("cwd") or os.getcwd()
+        extra = []
+        connection_file = getattr(self.parent, "connection_file", "")
+        if policy.isolate_home and connection_file:
+            # The private home hides the runtime directory; the kernel must see it.
+            directory = os.path.dirname(os.path.abspath(connection_file))
+            home = kwargs["env"].get("HOME") or os.path.expanduser("~")
+            if _under(directory, home):
+                extra.append(Bind.parse(directory))
+        keep = [*KERNEL_VARS, *(self.kernel_spec.env if self.kernel_spec else {})]
+        plan = policy.make_plan(root, program, args, env=kwargs["env"], keep_env=keep,
+                                cwd=cwd, extra_binds=extra)
+        launch = policy.prepare(plan, self._requested.get("engine"), source)
+        command = launch.command
+        kwargs["cmd"] = command.argv
+        kwargs["env"] = command.env
+        if command.executable:
+            kwargs["executable"] = command.executable
+        self.engine_used = launch.resolution.engine.name
+        self.explanation = launch.resolution.explain()
+        self._root, self._plan = root, plan
+        self.log.info("nbsandbox: %s runs from %s; %s", source, root.path,
+                      self.explanation.replace("\n", ";"))
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        """Start the engine's command as :class:`LocalProvisioner` starts a kernel (in a
+        new session).  Called by ``KernelManager`` right after :meth:`pre_launch`."""
+        info = await super().launch_kernel(cmd, **kwargs)
+        self._sid = self.pid
+        return info
+
+    async def kill(self, restart: bool = False) -> None:
+        """SIGKILL to the kernel's process group (as :class:`LocalProvisioner`), then to
+        every other process of its session (an engine's program may have a process
+        group of its own)."""
+        await super().kill(restart=restart)
+        if self._sid is not None:
+            signal_session(self._sid, signal.SIGKILL)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Kill what is left of the kernel's session, then clean up as
+        :class:`LocalProvisioner` does.  Called by ``KernelManager`` after every
+        shutdown, with ``restart=True`` when a restart follows; this is the one hook
+        that reliably sees restarts."""
+        if self._sid is not None and session_members(self._sid):
+            self.log.debug("nbsandbox: killing what is left of kernel session %s", self._sid)
+            signal_session(self._sid, signal.SIGKILL)
+        self._sid = None
+        await super().cleanup(restart=restart)
+
+    def resolve_path(self, path_str: str) -> str | None:
+        """A path of the kernel's view, as a host path (``None`` if the kernel sees no
+        such file): store paths map into the root, a private home hides the user's."""
+        plan = getattr(self, "_plan", None)
+        if plan is None:
+            return super().resolve_path(path_str)
+        path = path_str
+        if path.startswith("~"):
+            if plan.isolate_home:
+                return None
+            path = os.path.expanduser(path)
+        if not os.path.isabs(path):
+            path = os.path.join(plan.cwd, path)
+        path = os.path.normpath(path)
+        if any(_under(path, h) for h in plan.hide):
+            return None
+        if plan.root.in_store(path):
+            host = str(plan.root.to_host(path))
+        else:
+            visible = [plan.cwd, *(b.dest for b in plan.binds)]
+            if plan.isolate_home and _under(path, plan.home) and not any(
+                    _under(path, v) for v in visible):
+                return None
+            host = path
+            for bind in plan.binds:
+                if _under(path, bind.dest):
+                    host = os.path.normpath(bind.source + path[len(bind.dest):])
+        return host if os.path.exists(host) else None
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """:class:`LocalProvisioner`'s information, plus the engine used."""
+        info = await super().get_provisioner_info()
+        info["nbsandbox"] = {"engine": self.engine_used, "root": self.root}
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Inverse of :meth:`get_provisioner_info`."""
+        await super().load_provisioner_info(provisioner_info)
+        self.engine_used = (provisioner_info.get("nbsandbox") or {}).get("engine")
+
+
+def _under(path: str, top: str) -> bool:
+    path, top = os.path.normpath(path), os.path.normpath(top)
+    return path == top or path.startswith(top.rstrip("/") + "/")

@@ -1,0 +1,243 @@
+"""Fixtures for the Jupyter front ends: a store root with a kernel, kernels run as nobody.
+
+Import the fixtures into a test module with ``from jupyter_fixtures import *``.
+
+* ``kernel_root``: a store root whose Python has ipykernel -- the session's
+  ``python_pack`` (a real pack of this checkout's .venv) when conftest provides
+  it, else a small hand-made root (the host's python binary at a store path,
+  its site-packages linked to .venv's).
+* ``jupyter_dirs``: private, world-accessible Jupyter runtime/data/config dirs
+  and a home for the unprivileged user, set in the environment for the session.
+* Kernels started through :data:`TEST_PROVISIONER` (or :data:`NATIVE_PROVISIONER`
+  for the plain local kernel) run as uid 65534 when the suite runs as root, with
+  PYTEST_CURRENT_TEST stripped from their environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import unpriv
+from jupyter_client.provisioning import KernelProvisionerFactory, LocalProvisioner
+
+from nbsandbox.jupyter_runs import session_members
+from nbsandbox.kernelspec import kernel_json
+from nbsandbox.provisioner import SandboxProvisioner
+from nbsandbox.store import StoreRoot
+
+TEST_PROVISIONER = "nbsandbox-test-provisioner"
+NATIVE_PROVISIONER = "nbsandbox-test-native-provisioner"
+#: Every kernel session started by a test provisioner (to check nothing is left).
+STARTED_SESSIONS: list[int] = []
+_HOME: dict[str, str] = {}
+
+
+def _unprivileged(kwargs: dict[str, Any]) -> dict[str, Any]:
+    kwargs["env"] = unpriv.unprivileged_env(kwargs.get("env"), home=_HOME.get("home"))
+    return kwargs
+
+
+def _drop_privileges(provisioner: Any, kwargs: dict[str, Any]) -> None:
+    if os.getuid() == 0:
+        os.chown(provisioner.parent.connection_file, unpriv.NOBODY, unpriv.NOBODY)
+    kwargs["preexec_fn"] = unpriv.preexec()
+
+
+class UnprivilegedProvisioner(SandboxProvisioner):
+    """The real provisioner; only the kernel process drops to nobody."""
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        return await super().pre_launch(**_unprivileged(kwargs))
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        _drop_privileges(self, kwargs)
+        info = await super().launch_kernel(cmd, **kwargs)
+        STARTED_SESSIONS.append(self.pid)
+        return info
+
+
+class UnprivilegedLocalProvisioner(LocalProvisioner):
+    """jupyter_client's own local provisioner, kernel as nobody (the baseline)."""
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        return await super().pre_launch(**_unprivileged(kwargs))
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        _drop_privileges(self, kwargs)
+        info = await super().launch_kernel(cmd, **kwargs)
+        STARTED_SESSIONS.append(self.pid)
+        return info
+
+
+class _EntryPoint:
+    """What jupyter_client's provisioner factory needs of an entry point."""
+
+    def __init__(self, name: str, cls: type) -> None:
+        self.name, self.value, self.group = name, f"{cls.__module__}:{cls.__name__}", \
+            "jupyter_client.kernel_provisioners"
+        self._cls = cls
+
+    def load(self) -> type:
+        return self._cls
+
+
+def register_test_provisioners() -> None:
+    factory = KernelProvisionerFactory.instance()
+    factory.provisioners[TEST_PROVISIONER] = _EntryPoint(TEST_PROVISIONER,
+                                                         UnprivilegedProvisioner)
+    factory.provisioners[NATIVE_PROVISIONER] = _EntryPoint(NATIVE_PROVISIONER,
+                                                           UnprivilegedLocalProvisioner)
+
+
+def leftover_processes(sessions: list[int] | None = None) -> list[int]:
+    """Live processes of the given (default: every started) kernel session."""
+    return [pid for sid in (STARTED_SESSIONS if sessions is None else sessions)
+            for pid in session_members(sid)]
+
+
+# -- directories ---------------------------------------------------------------------------
+
+
+@dataclass
+class JupyterDirs:
+    base: Path
+    runtime: Path
+    data: Path
+    config: Path
+    home: Path
+
+    @property
+    def kernels(self) -> Path:
+        return self.data / "kernels"
+
+    @property
+    def ipython(self) -> Path:
+        """IPYTHONDIR of the kernels (writable by the unprivileged user)."""
+        return self.base / "ipython"
+
+    def write_spec(self, name: str, spec: dict[str, Any]) -> str:
+        """Install kernelspec ``name`` (where jupyter_client will look)."""
+        d = self.kernels / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "kernel.json").write_text(json.dumps(spec, indent=1))
+        return name
+
+
+@pytest.fixture(scope="session")
+def jupyter_dirs(tmp_path_factory: pytest.TempPathFactory):
+    base = Path(unpriv.world_tmpdir(str(tmp_path_factory.mktemp("jupyter"))))
+    dirs = JupyterDirs(base, base / "runtime", base / "data", base / "config", base / "home")
+    for d in (dirs.runtime, dirs.data, dirs.config, dirs.home, dirs.kernels, dirs.ipython):
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755)
+    dirs.runtime.chmod(0o1777)
+    if os.getuid() == 0:
+        for d in (dirs.home, dirs.ipython):
+            os.chown(d, unpriv.NOBODY, unpriv.NOBODY)
+    _HOME["home"] = str(dirs.home)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JUPYTER_RUNTIME_DIR", str(dirs.runtime))
+    mp.setenv("JUPYTER_PATH", str(dirs.data))
+    mp.setenv("JUPYTER_DATA_DIR", str(dirs.data))
+    mp.setenv("JUPYTER_CONFIG_DIR", str(dirs.config))
+    mp.setenv("IPYTHONDIR", str(dirs.ipython))
+    for name in ("NBSANDBOX_ADMIN_CONFIG", "NBSANDBOX_ENGINE", "NBSANDBOX_ROOT"):
+        mp.delenv(name, raising=False)
+    register_test_provisioners()
+    yield dirs
+    mp.undo()
+
+
+# -- a root with a kernel --------------------------------------------------------------------
+
+_ITEM = "0123456789abcdfghijklmnpqrsvwxyz-python-test"
+
+
+def make_mini_root(top: Path) -> StoreRoot:
+    """A store root holding the host's python binary at a store path, with this
+    checkout's site-packages (ipykernel, nbsandbox) and a store ``sh``."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    item = top / "gnu" / "store" / _ITEM
+    (item / "bin").mkdir(parents=True)
+    base_python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    shutil.copy2(base_python, item / "bin" / "python3")
+    shutil.copy2("/bin/sh" if not os.path.islink("/bin/sh") else os.path.realpath("/bin/sh"),
+                 item / "bin" / "sh")
+    (item / "pyvenv.cfg").write_text(
+        f"home = {os.path.dirname(base_python)}\ninclude-system-site-packages = false\n"
+        f"version = {sys.version.split()[0]}\n")
+    (item / "lib" / f"python{version}").mkdir(parents=True)
+    os.symlink(sysconfig.get_paths()["purelib"],
+               item / "lib" / f"python{version}" / "site-packages")
+    os.symlink(f"gnu/store/{_ITEM}/bin", top / "bin")
+    (top / ".nbsandbox").mkdir()
+    (top / ".nbsandbox" / "pack.json").write_text(json.dumps({
+        "format": 1, "prefix": "/gnu/store", "profile": None,
+        "python": f"/gnu/store/{_ITEM}/bin/python3", "programs": []}))
+    subprocess.run(["chmod", "-R", "a+rX", str(top)], check=True)
+    return StoreRoot.open(top)
+
+
+@pytest.fixture(scope="session")
+def kernel_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                ) -> StoreRoot:
+    try:
+        root = request.getfixturevalue("python_pack")
+    except pytest.FixtureLookupError:
+        top = Path(unpriv.world_tmpdir(str(tmp_path_factory.mktemp("mini-root"))))
+        return make_mini_root(top / "root")
+    return root if isinstance(root, StoreRoot) else StoreRoot.open(root)
+
+
+# -- engines as the unprivileged user sees them -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def engines_for_nobody() -> dict[str, str]:
+    """Engine name -> "" if it works for the unprivileged user, else why not."""
+    proc = unpriv.run([sys.executable, "-c",
+                       "import json; from nbsandbox import doctor; "
+                       "print(json.dumps(doctor.report()['engines']))"], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return {e["name"]: "" if e["available"] else e["detail"] for e in json.loads(proc.stdout)}
+
+
+def packed_spec(root: StoreRoot, engine: str, *, provisioner: str = TEST_PROVISIONER,
+                interrupt_mode: str = "signal", **config: Any) -> dict[str, Any]:
+    """A kernel.json like ``nbsandbox kernel install`` writes, run by ``provisioner``."""
+    spec = kernel_json(root, engine=engine, interrupt_mode=interrupt_mode)
+    prov = spec["metadata"]["kernel_provisioner"]
+    prov["provisioner_name"] = provisioner
+    prov["config"].update(config)
+    return spec
+
+
+def native_spec(interrupt_mode: str = "signal") -> dict[str, Any]:
+    """The same Python's plain kernel (no store, no engine), run as nobody."""
+    return {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "native", "language": "python", "interrupt_mode": interrupt_mode,
+            "metadata": {"kernel_provisioner": {"provisioner_name": NATIVE_PROVISIONER}}}
+
+
+__all__ = [
+    "NATIVE_PROVISIONER",
+    "STARTED_SESSIONS",
+    "TEST_PROVISIONER",
+    "JupyterDirs",
+    "engines_for_nobody",
+    "jupyter_dirs",
+    "kernel_root",
+    "leftover_processes",
+    "make_mini_root",
+    "native_spec",
+    "packed_spec",
+]

@@ -1,0 +1,323 @@
+"""The kernel provisioner with real jupyter_client and real kernels, run as nobody.
+
+* jupyter_kernel_test's KernelTests against a packed kernel under each engine
+  that works here for the unprivileged user;
+* interrupts in signal and message mode (a 30 s sleep ends within 2 s, the
+  kernel survives), restart, graceful and immediate shutdown, leaving no process;
+* policy: a kernel.json asking for a forbidden engine is refused, an unavailable
+  engine fails the start with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import unittest
+
+import jupyter_kernel_test
+import pytest
+from jupyter_client.manager import KernelManager
+
+from nbsandbox.errors import EngineUnavailable
+from nbsandbox.policy import PolicyError
+from nbsandbox.provisioner import inner_command
+
+pytest.register_assert_rewrite("jupyter_fixtures")
+pytest_plugins = ("jupyter_fixtures",)
+
+from jupyter_fixtures import leftover_processes, packed_spec  # noqa: E402
+
+ENGINES = ("userns", "fakechroot", "proot")
+TIMEOUT = 60  # seconds for a kernel to answer (proot is slow)
+
+
+def _engine_or_skip(engines_for_nobody: dict[str, str], engine: str) -> None:
+    if engine not in engines_for_nobody:
+        pytest.skip(f"engine {engine} is not built here")
+    if engines_for_nobody[engine]:
+        pytest.skip(f"engine {engine} does not work here: {engines_for_nobody[engine]}")
+
+
+def _start(name: str, connection_file: str = "") -> tuple[KernelManager, object]:
+    km = KernelManager(kernel_name=name, connection_file=connection_file)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=TIMEOUT)
+    return km, kc
+
+
+def _run(kc, code: str, timeout: float = TIMEOUT) -> tuple[dict, str]:
+    out: list[str] = []
+
+    def hook(msg):
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append(msg["content"]["ename"])
+
+    for _ in range(20):
+        reply = kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        # a request that arrives while the kernel still aborts after an error is aborted
+        if reply["content"]["status"] != "aborted":
+            break
+        time.sleep(0.1)
+    return reply["content"], "".join(out)
+
+
+# -- jupyter_kernel_test, per engine ---------------------------------------------------------
+
+
+class PackedKernelTests(jupyter_kernel_test.KernelTests):
+    """jupyter_kernel_test's protocol checks; subclassed once per engine below."""
+
+    language_name = "python"
+    file_extension = ".py"
+    code_hello_world = "print('hello, world')"
+    code_stderr = "import sys; print('test', file=sys.stderr)"
+    completion_samples = [{"text": "zi", "matches": {"zip"}}]
+    complete_code_samples = ["1", "print('hello, world')", "def f(x):\n  return x*2\n\n"]
+    incomplete_code_samples = ["print('''hello", "def f(x):\n  x*2"]
+    invalid_code_samples = ["import = 7q"]
+    code_page_something = "zip?"
+    code_generate_error = "raise ValueError('this is an error')"
+    code_execute_result = [{"code": "1+2+3", "result": "6"}]
+    code_display_data = [
+        {"code": "from IPython.display import display, HTML; display(HTML('<b>x</b>'))",
+         "mime": "text/html"},
+    ]
+    code_history_pattern = "1?2*"
+    supported_history_operations = ("tail", "search")
+    code_inspect_sample = "zip"
+    code_clear_output = "from IPython.display import clear_output; clear_output()"
+
+    engine = ""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        if not cls.engine:
+            raise unittest.SkipTest("base class")
+        why = _SPECS.get(cls.engine)
+        if why:
+            raise unittest.SkipTest(why)
+        cls.kernel_name = f"packed-{cls.engine}"
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        sid = cls.km.provisioner.pid
+        super().tearDownClass()
+        assert leftover_processes([sid]) == []
+
+    def test_runs_from_the_store_through_the_engine(self) -> None:
+        self.assertEqual(self.km.provisioner.engine_used, self.engine)
+        reply, out = _run(self.kc, "import sys, os; print(sys.executable); print(os.getuid())")
+        self.assertEqual(reply["status"], "ok")
+        executable, uid = out.split()
+        self.assertTrue(executable.startswith("/gnu/store/"), executable)
+        if os.getuid() == 0:
+            self.assertEqual(int(uid), 65534)
+
+
+#: engine -> "" when its kernelspec "packed-ENGINE" is installed, else why it is skipped
+_SPECS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _packed_specs(jupyter_dirs, kernel_root, engines_for_nobody):
+    """Install a packed kernelspec per engine (before unittest's setUpClass runs)."""
+    for engine in ENGINES:
+        if engine not in engines_for_nobody:
+            _SPECS[engine] = f"engine {engine} is not built here"
+        elif engines_for_nobody[engine]:
+            _SPECS[engine] = f"engine {engine} does not work here: {engines_for_nobody[engine]}"
+        else:
+            jupyter_dirs.write_spec(f"packed-{engine}", packed_spec(kernel_root, engine))
+            _SPECS[engine] = ""
+
+
+class TestUserns(PackedKernelTests):
+    engine = "userns"
+
+
+class TestFakechroot(PackedKernelTests):
+    engine = "fakechroot"
+
+
+class TestProot(PackedKernelTests):
+    engine = "proot"
+    # IPython writes history from a background thread and does not flush it before a
+    # search; under PRoot's slow system calls the search often runs first.
+    supported_history_operations = ("tail",)
+
+
+# -- life cycle ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def packed_kernel(request, jupyter_dirs, kernel_root, engines_for_nobody):
+    """Start a packed kernel: request.param = (engine, interrupt_mode)."""
+    engine, mode = request.param
+    _engine_or_skip(engines_for_nobody, engine)
+    name = jupyter_dirs.write_spec(f"packed-{engine}-{mode}",
+                                   packed_spec(kernel_root, engine, interrupt_mode=mode))
+    km, kc = _start(name)
+    yield km, kc
+    kc.stop_channels()
+    if km.has_kernel:
+        km.shutdown_kernel(now=True)
+
+
+def _interrupt_sleep(km, kc) -> float:
+    """Interrupt a cell sleeping 30 s; seconds from the interrupt to the reply."""
+    msg_id = kc.execute("import time; time.sleep(30)")
+    # wait until the kernel is busy with that cell
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy" and \
+                msg["parent_header"].get("msg_id") == msg_id:
+            break
+    time.sleep(0.3)
+    started = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=10)
+    while reply["parent_header"].get("msg_id") != msg_id:  # e.g. wait_for_ready's replies
+        reply = kc.get_shell_msg(timeout=10)
+    elapsed = time.monotonic() - started
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    return elapsed
+
+
+@pytest.mark.parametrize("packed_kernel", [("userns", "signal"), ("userns", "message"),
+                                           ("proot", "signal")],
+                         indirect=True, ids=["userns-signal", "userns-message", "proot-signal"])
+def test_interrupt_stops_the_cell_and_the_kernel_survives(packed_kernel):
+    km, kc = packed_kernel
+    pid_before = km.provisioner.pid
+    assert _interrupt_sleep(km, kc) < 2.0
+    reply, out = _run(kc, "print('still here')")
+    assert (reply["status"], out.strip()) == ("ok", "still here")
+    assert km.is_alive() and km.provisioner.pid == pid_before
+
+
+@pytest.mark.parametrize("packed_kernel", [("userns", "signal")], indirect=True)
+def test_restart_then_shutdown_leave_no_process(packed_kernel):
+    km, kc = packed_kernel
+    # a child of the kernel that would outlive it if nobody cleaned up
+    _run(kc, "import subprocess; p = subprocess.Popen(['sleep', '300'])")
+    first = km.provisioner.pid
+    km.restart_kernel(now=False)
+    kc.wait_for_ready(timeout=TIMEOUT)
+    second = km.provisioner.pid
+    assert second != first
+    assert leftover_processes([first]) == []
+    _, out = _run(kc, "import sys; print(sys.executable.startswith('/gnu/store/'))")
+    assert out.strip() == "True"
+    km.restart_kernel(now=True)
+    kc.wait_for_ready(timeout=TIMEOUT)
+    assert leftover_processes([second]) == []
+    _run(kc, "import subprocess; p = subprocess.Popen(['sleep', '300'])")
+    third = km.provisioner.pid
+    connection_file = km.connection_file
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+    assert leftover_processes([third]) == []
+    assert not os.path.exists(connection_file)
+
+
+@pytest.mark.parametrize("packed_kernel", [("userns", "signal")], indirect=True)
+def test_immediate_shutdown_leaves_no_process(packed_kernel):
+    km, kc = packed_kernel
+    sid = km.provisioner.pid
+    msg_id = kc.execute("import subprocess; p = subprocess.Popen(['sleep', '300']); "
+                        "import time; time.sleep(60)")
+    time.sleep(1)
+    km.shutdown_kernel(now=True)
+    assert leftover_processes([sid]) == []
+    assert msg_id
+
+
+# -- policy and failures --------------------------------------------------------------------------
+
+
+def test_kernel_json_asking_for_a_forbidden_engine_is_refused(
+        jupyter_dirs, kernel_root, tmp_path, monkeypatch):
+    admin = tmp_path / "nbsandbox_admin_config.json"
+    admin.write_text(json.dumps({"SandboxPolicy": {"allowed_engines": ["userns"]}}))
+    monkeypatch.setenv("NBSANDBOX_ADMIN_CONFIG", str(admin))
+    name = jupyter_dirs.write_spec("forbidden", packed_spec(kernel_root, "proot"))
+    km = KernelManager(kernel_name=name)
+    with pytest.raises(PolicyError) as info:
+        km.start_kernel()
+    message = str(info.value)
+    assert "'proot'" in message and "allowed engines are userns" in message
+    assert str(admin) in message and "kernel.json" in message
+    assert not km.has_kernel
+
+
+def test_kernel_json_may_not_turn_off_the_administrators_isolated_home(
+        jupyter_dirs, kernel_root, tmp_path, monkeypatch):
+    admin = tmp_path / "nbsandbox_admin_config.py"
+    admin.write_text("c.SandboxPolicy.isolate_home = True\n")
+    monkeypatch.setenv("NBSANDBOX_ADMIN_CONFIG", str(admin))
+    name = jupyter_dirs.write_spec("loosen", packed_spec(kernel_root, "userns",
+                                                         isolate_home=False))
+    with pytest.raises(PolicyError, match="isolate_home = False, but sandboxes must have an "
+                                          "isolated home"):
+        KernelManager(kernel_name=name).start_kernel()
+
+
+def test_unknown_config_key_is_named(jupyter_dirs, kernel_root):
+    name = jupyter_dirs.write_spec("typo", packed_spec(kernel_root, "userns", isolate_hom=True))
+    with pytest.raises(Exception, match=r"unknown key.*isolate_hom; valid keys:"):
+        KernelManager(kernel_name=name).start_kernel()
+
+
+def test_unavailable_engine_fails_the_start_with_its_reason(jupyter_dirs, kernel_root,
+                                                             monkeypatch):
+    monkeypatch.setenv("NBSANDBOX_PROOT", "/nonexistent/proot")
+    from nbsandbox import engines
+
+    monkeypatch.setattr(engines, "_instances", {})  # probe again with the missing binary
+    name = jupyter_dirs.write_spec("unavailable", packed_spec(kernel_root, "proot"))
+    with pytest.raises(EngineUnavailable) as info:
+        KernelManager(kernel_name=name).start_kernel()
+    message = str(info.value)
+    assert message.startswith("cannot start kernel 'unavailable'")
+    assert "engine proot cannot be used" in message and "\n" not in message
+
+
+def test_isolated_home_kernel_sees_an_empty_home_but_its_connection_file(
+        jupyter_dirs, kernel_root, engines_for_nobody, monkeypatch):
+    _engine_or_skip(engines_for_nobody, "userns")
+    # the runtime dir inside the (unprivileged) home: it must stay visible
+    runtime = jupyter_dirs.home / "runtime"
+    runtime.mkdir(exist_ok=True)
+    if os.getuid() == 0:
+        os.chown(runtime, 65534, 65534)
+    (jupyter_dirs.home / "secret.txt").write_text("do not read")
+    name = jupyter_dirs.write_spec("isolated", packed_spec(kernel_root, "userns",
+                                                           isolate_home=True))
+    km, kc = _start(name, str(runtime / "kernel-isolated.json"))
+    try:
+        reply, out = _run(kc, "import os; print(sorted(os.listdir(os.path.expanduser('~'))))")
+        assert reply["status"] == "ok"
+        assert "secret.txt" not in out and "runtime" in out
+        assert km.provisioner.resolve_path("~/secret.txt") is None
+        assert km.provisioner.resolve_path(km.provisioner._plan.program) is not None
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        (jupyter_dirs.home / "secret.txt").unlink()
+
+
+def test_inner_command_of_our_argv_and_of_a_plain_one():
+    ours = ["/usr/bin/python3", "-m", "nbsandbox", "kernel", "launch", "--root", "/r", "--",
+            "/gnu/store/x-python/bin/python3", "-m", "ipykernel_launcher", "-f", "c.json"]
+    assert inner_command(ours, ours) == ours[8:]
+    import sys
+
+    plain = [sys.executable, "-m", "ipykernel_launcher", "-f", "c.json"]
+    assert inner_command(plain, ["python3", "-m", "ipykernel_launcher"])[0] == "python3"
