@@ -53,6 +53,10 @@ LIBS = "libs"
 PROFILE = "profile"
 TARBALL_SUFFIX = ".tar.gz"
 
+#: Interpreters of ``#!`` scripts found in the packed trees that are packed on
+#: their own: shells need nothing but their binary and libraries.
+SHELLS = frozenset({"sh", "bash", "dash", "ksh", "mksh", "zsh"})
+
 
 @dataclass
 class PackOptions:
@@ -172,18 +176,27 @@ class _Builder:
                 return ShebangRewrite(self.python.binary, words[1] if len(words) > 1 else None)
         elif base.startswith("python") and self.python is not None:
             return ShebangRewrite(self.python.binary, argument)
+        if base == "env" and argument and " " not in argument:
+            name, argument = argument, None
+        elif interp.startswith("/"):
+            name = interp
+        else:
+            self.notes.append(f"{what}: made non-executable, its #! line {interp} is relative")
+            return None
+        # A shell is complete as one binary; other interpreters (perl, node...) need
+        # files of their own, so they are packed only when asked for with --program.
+        wanted = os.path.basename(name) in SHELLS or any(
+            os.path.basename(name) == program for program, _loc in self.programs)
+        if not wanted:
+            self.notes.append(f"{what}: made non-executable, its interpreter {name} is not "
+                              f"packed (add --program {name} to pack it)")
+            return None
         try:
-            if base == "env" and argument and " " not in argument:
-                return ShebangRewrite(add_program(self.layout, argument, self.python))
-            if interp.startswith("/"):
-                return ShebangRewrite(add_program(self.layout, interp, self.python), argument)
+            return ShebangRewrite(add_program(self.layout, name, self.python), argument)
         except PackError as exc:
             self.notes.append(f"{what}: made non-executable, its interpreter cannot be packed "
                               f"({exc})")
             return None
-        self.notes.append(f"{what}: made non-executable, its #! interpreter {interp} "
-                          "cannot be packed")
-        return None
 
     # -- closure -------------------------------------------------------------------
 

@@ -101,7 +101,10 @@ class _Checker:
     def store_kinds(self, elves: dict[str, ElfInfo], loaders: set[str]) -> set[tuple[str, int]]:
         kinds = set()
         for loader in loaders:
-            info = elves.get(os.path.normpath(loader))
+            try:
+                info = elves.get(self.root.resolve(loader))
+            except StoreError:
+                info = None
             if info is not None:
                 kinds.add((info.machine, info.elf_class))
         return kinds
