@@ -125,9 +125,10 @@ class _Builder:
             env = inspect_python(self.options.python)
             self.python = add_python(self.layout, env)
             self.notes += self.python.notes
+            sites = len(env.site_dirs)
             self.say(f"collect: python {env.version} from {env.prefix}: "
-                     f"{len(self.python.item.entries)} files, {len(env.site_dirs)} site "
-                     f"directories, {len(self.python.scripts)} scripts")
+                     f"{len(self.python.item.entries)} files, {sites} site-packages "
+                     f"director{'y' if sites == 1 else 'ies'}, {len(self.python.scripts)} scripts")
         for spec in self.options.programs:
             loc = add_program(self.layout, spec, self.python)
             self.programs.append((os.path.basename(loc.rel), loc))

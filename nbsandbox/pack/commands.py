@@ -76,7 +76,7 @@ def run_pack(args: argparse.Namespace) -> int:
     result = build_pack(options)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    names = ", ".join(name.split("-", 1)[1] for name in result.items)
+    names = ", ".join(sorted(name.split("-", 1)[1] for name in result.items))
     print(f"packed {result.path}")
     print(f"  items: {len(result.items)} ({names})")
     if result.path.is_dir():
