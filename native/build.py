@@ -44,7 +44,10 @@ class Target:
 
 
 TARGETS: list[Target] = [
-    Target("nbs-launch", "exe", ("launch/launch.c",)),
+    Target("nbs-launch", "exe", (
+        "launch/main.c", "launch/util.c", "launch/userns.c", "launch/userns_view.c",
+        "launch/supervise.c", "launch/report.c", "launch/janitor.c",
+    )),
     # The fakechroot engine: both libraries are loaded into store programs of
     # any glibc since 2.17 (see fakechroot/compat.h).  The audit module links
     # no libc at all; its trailing -fno-sanitize=all wins over --sanitize.
@@ -60,7 +63,8 @@ TARGETS: list[Target] = [
         "nbs-preload",
         "shared",
         ("fakechroot/preload.c", "fakechroot/pathmap.c"),
-        cflags=("-U_FORTIFY_SOURCE", "-fno-stack-protector", "-fvisibility=hidden"),
+        cflags=("-U_FORTIFY_SOURCE", "-fno-stack-protector", "-fvisibility=hidden",
+                "-DPM_USE_LIBC"),
         ldflags=("-Wl,-z,noexecstack", "-Wl,--no-as-needed"),
         libs=("-l:libdl.so.2",),
     ),

@@ -1,0 +1,40 @@
+/* nbs-launch: sub-command dispatch and usage. */
+#include "nbs.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: nbs-launch userns [OPTIONS] -- PROGRAM [ARG...]\n"
+    "         --store HOSTDIR:PREFIX  bind HOSTDIR read-only at PREFIX\n"
+    "         --bind SRC:DST          bind host SRC read-write at DST\n"
+    "         --ro-bind SRC:DST       bind host SRC read-only at DST\n"
+    "         --hide PATH             PATH appears empty (and read-only)\n"
+    "         --tmpfs PATH            a private, writable, empty tmpfs at PATH\n"
+    "         --chdir DIR             working directory (default: the caller's, else /)\n"
+    "         --argv0 NAME            argv[0] of PROGRAM (default: PROGRAM)\n"
+    "         --probe                 do every step but the exec; exit 0 if all worked\n"
+    "       nbs-launch supervise [--tmpdir DIR] -- WRAPPER [ARG...]\n"
+    "         an argument " STATUS_FD_PLACEHOLDER " becomes the status pipe's fd\n"
+    "       nbs-launch report --fd N [--argv0 NAME] [--unsetenv NAME]... -- PROGRAM [ARG...]\n"
+    "\n"
+    "Failures of nbs-launch itself exit with 125; a program that cannot be\n"
+    "executed gives 126, one that is not found 127.\n";
+
+int main(int argc, char **argv)
+{
+    ensure_std_fds();
+    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (argc >= 2) {
+        if (!strcmp(argv[1], "userns"))
+            return cmd_userns(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "supervise"))
+            return cmd_supervise(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "report"))
+            return cmd_report(argc - 1, argv + 1);
+    }
+    die("usage: nbs-launch userns|supervise|report ...; see nbs-launch --help");
+}

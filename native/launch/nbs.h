@@ -1,0 +1,114 @@
+/* nbs-launch: shared declarations.
+ *
+ * nbs-launch is one small executable with three sub-commands (see
+ * docs/architecture.md, section "nbs-launch"):
+ *
+ *   userns     user + mount namespace, then exec the program in place
+ *   supervise  run a wrapper (PRoot, bubblewrap) and reproduce the status of
+ *              the program it runs
+ *   report     inside the wrapper: run the program, report pid and status
+ */
+#ifndef NBS_LAUNCH_H
+#define NBS_LAUNCH_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Exit statuses of the launcher itself, as a shell would use them. */
+#define EXIT_SETUP_FAILED 125
+#define EXIT_CANNOT_EXEC 126
+#define EXIT_NOT_FOUND 127
+
+/* The supervisor replaces an argument exactly equal to this by the number of
+ * the status pipe's write end. */
+#define STATUS_FD_PLACEHOLDER "@NBS_STATUS_FD@"
+
+/* util.c ---------------------------------------------------------------- */
+
+/* Print "nbs-launch: <what>\n" on stderr and _exit(125).  _exit, not exit:
+ * die() is also called in forked children. */
+_Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Print "nbs-launch: <what>: <strerror(err)>[ (<hint>)]\n" and _exit(125). */
+_Noreturn void die_err(int err, const char *hint, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Like die_err, but only print (no exit). */
+void warn_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* snprintf into a PATH_MAX buffer; die with ENAMETOOLONG if it does not fit. */
+void path_fmt(char out[PATH_MAX], const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* write() all of buf, retrying on EINTR and short writes; 0 or -1/errno. */
+int write_all(int fd, const void *buf, size_t len);
+
+/* Read a small text file (e.g. under /proc/sys) into buf, without the
+ * trailing newline; 0, or -1 with errno set. */
+int read_small_file(const char *path, char *buf, size_t size);
+
+/* Make sure fds 0, 1 and 2 are open (on /dev/null if not), so that pipes and
+ * files we open never land there. */
+void ensure_std_fds(void);
+
+/* Parse a non-negative decimal int; false if malformed or out of range. */
+bool parse_int(const char *s, int *out);
+
+/* malloc/calloc/strdup that die on failure. */
+void *xcalloc(size_t n, size_t size);
+char *xstrdup(const char *s);
+
+/* A growable array of strings / dev_t, freed never (the process execs). */
+struct strvec {
+    char **items;
+    size_t len, cap;
+};
+void strvec_push(struct strvec *v, const char *s);
+
+/* Execute FILE with ARGV and the current environment, searching PATH as
+ * execvp does when FILE has no slash, but never falling back to a shell.
+ * Returns only on failure, after printing one line on stderr, with the
+ * status a shell would use: 127 (not found) or 126 (cannot execute). */
+int exec_program(const char *file, char *const argv[]);
+
+/* Leave with the same wait status as a child: the same exit code, or death by
+ * the same signal (without a core dump). */
+_Noreturn void reproduce_status(int status);
+
+/* Sub-commands ---------------------------------------------------------- */
+
+int cmd_userns(int argc, char **argv);
+int cmd_supervise(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+
+/* userns_view.c: build the sandbox's mount tree (see there). */
+enum view_op_kind { OP_STORE, OP_BIND, OP_RO_BIND, OP_HIDE, OP_TMPFS };
+
+struct view_op {
+    enum view_op_kind kind;
+    const char *option; /* "--store" ... */
+    char what[256];     /* "--store HOSTDIR:PREFIX", for messages (may be cut) */
+    const char *src;    /* host path (OP_STORE, OP_BIND, OP_RO_BIND) */
+    const char *dst;    /* path inside the sandbox */
+    int srcfd;          /* O_PATH fd of src, opened in the new namespace */
+    bool src_is_dir;
+};
+
+/* Called in a fresh user + mount namespace: build the new root, pivot into it.
+ * Returns with the process root and cwd at the new "/". */
+void view_build(struct view_op *ops, size_t nops);
+
+/* janitor.c: removal of the supervisor's scratch directory. */
+
+/* Remove NAME (relative to directory fd DIRFD) recursively, without following
+ * symlinks.  0, or -1 with errno of the first failure. */
+int rmtree_at(int dirfd, const char *name);
+
+/* Fork the janitor: a process in its own process group that ignores signals,
+ * reads messages from LIFE_FD (the read end of a pipe only the supervisor
+ * holds) and, when the pipe reaches EOF and the wrapper has exited, removes
+ * PARENTFD/NAME if the supervisor created it and did not remove it itself. */
+pid_t janitor_start(int life_rd, int life_wr, int parentfd, const char *name, int close_fd);
+
+#endif

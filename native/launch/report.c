@@ -1,0 +1,145 @@
+/* nbs-launch report: runs inside the wrapper (PRoot, bubblewrap), starts the
+ * program and tells the supervisor its pid ("P <pid>\n") and, when it has
+ * ended, its raw wait status ("S <status>\n") on fd N.
+ *
+ * The program gets its own process group (the supervisor sends ^C to it) and
+ * SIGKILL if the reporter dies (so if the wrapper dies, since the reporter
+ * asks for the same from the wrapper).
+ */
+#include "nbs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Signals a terminal (or a lost status pipe) would send the reporter; the
+ * program gets its original dispositions back before exec. */
+static const int quiet[] = {SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGHUP, SIGPIPE};
+#define NQUIET (sizeof quiet / sizeof *quiet)
+
+static void tell(int fd, char kind, long value)
+{
+    char msg[32];
+    int n = snprintf(msg, sizeof msg, "%c %ld\n", kind, value);
+    /* EPIPE: the supervisor is gone; the program's status still matters to
+     * the wrapper, so carry on. */
+    (void)write_all(fd, msg, (size_t)n);
+}
+
+/* The child's pid as the supervisor sees it.  When the wrapper made a pid
+ * namespace (bwrap --unshare-pid) but the host's /proc is still mounted,
+ * "NSpid:" lists the pid in /proc's namespace first. */
+static pid_t outer_pid(pid_t child)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)child);
+    if (read_small_file(path, buf, sizeof buf) != 0)
+        return child;
+    const char *line = strstr(buf, "\nNSpid:");
+    if (!line)
+        return child; /* before Linux 4.1 */
+    long v = strtol(line + strlen("\nNSpid:"), NULL, 10);
+    return v > 0 ? (pid_t)v : child;
+}
+
+int cmd_report(int argc, char **argv)
+{
+    int fd = -1;
+    const char *argv0 = NULL;
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) {
+            i++;
+            break;
+        }
+        if (i + 1 >= argc)
+            die("report: unexpected argument %s", a);
+        const char *val = argv[++i];
+        if (!strcmp(a, "--fd")) {
+            if (!parse_int(val, &fd))
+                die("report: --fd %s: not a file descriptor number", val);
+        } else if (!strcmp(a, "--argv0")) {
+            argv0 = val;
+        } else if (!strcmp(a, "--unsetenv")) {
+            if (unsetenv(val) != 0)
+                die_err(errno, NULL, "report: --unsetenv %s", val);
+        } else {
+            die("report: unknown option %s", a);
+        }
+    }
+    if (fd < 0)
+        die("report: --fd N is required (usage: nbs-launch report --fd N -- PROGRAM [ARG...])");
+    if (i >= argc)
+        die("report: no program given (usage: nbs-launch report --fd N -- PROGRAM [ARG...])");
+    /* The program must not hold the status pipe: keep a close-on-exec copy
+     * and close the original (unless it is a standard stream, which the
+     * program needs too). */
+    int status_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (status_fd < 0)
+        die_err(errno, NULL, "report: --fd %d", fd);
+    if (fd > 2)
+        close(fd);
+
+    /* If the wrapper dies, so do we (and by that, the program). */
+    pid_t parent = getppid();
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+        die_err(errno, NULL, "prctl(PR_SET_PDEATHSIG)");
+    if (getppid() != parent)
+        _exit(EXIT_SETUP_FAILED);
+
+    struct sigaction ign, saved[NQUIET], saved_chld, dfl;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    dfl = ign;
+    dfl.sa_handler = SIG_DFL;
+    for (size_t k = 0; k < NQUIET; k++)
+        if (sigaction(quiet[k], &ign, &saved[k]) != 0)
+            die_err(errno, NULL, "sigaction");
+    /* An inherited SIG_IGN for SIGCHLD would make waitpid() fail. */
+    if (sigaction(SIGCHLD, &dfl, &saved_chld) != 0)
+        die_err(errno, NULL, "sigaction");
+
+    const char *program = argv[i];
+    char **pargv = argv + i;
+    if (argv0)
+        pargv[0] = (char *)argv0;
+
+    pid_t me = getpid();
+    pid_t child = fork();
+    if (child < 0)
+        die_err(errno, NULL, "fork");
+    if (child == 0) {
+        (void)setpgid(0, 0);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+            die_err(errno, NULL, "prctl(PR_SET_PDEATHSIG)");
+        if (getppid() != me)
+            _exit(EXIT_SETUP_FAILED);
+        for (size_t k = 0; k < NQUIET; k++)
+            (void)sigaction(quiet[k], &saved[k], NULL);
+        (void)sigaction(SIGCHLD, &saved_chld, NULL);
+        _exit(exec_program(program, pargv));
+    }
+    /* Both sides set the group, so that it exists when "P" arrives.  EACCES:
+     * the child has already exec'd (and so set it itself). */
+    (void)setpgid(child, child);
+    tell(status_fd, 'P', (long)outer_pid(child));
+
+    int status;
+    while (waitpid(child, &status, 0) < 0) {
+        if (errno != EINTR)
+            die_err(errno, NULL, "waitpid");
+    }
+    tell(status_fd, 'S', (long)status);
+    /* For the wrapper's sake: the status as a shell would show it. */
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}

@@ -1,0 +1,540 @@
+"""nbs-launch, run directly: ``userns`` (exec in place), ``supervise`` + ``report``.
+
+Everything an engine relies on is run as the unprivileged user (see
+``unpriv``).  The launcher under test is built from the sources into a
+temporary directory (and once more with AddressSanitizer).
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import unpriv
+
+REPO = Path(__file__).resolve().parent.parent
+ITEM = "0123456789abcdfghijklmnpqrsvwxyz-hello-1.0"
+NOBODY = unpriv.NOBODY
+
+
+def build(out: Path, *args: str) -> Path:
+    """Build nbs-launch from the sources into OUT (world-readable)."""
+    subprocess.run([sys.executable, str(REPO / "native" / "build.py"), "--target", "nbs-launch",
+                    "--out", str(out), *args], check=True, capture_output=True, text=True)
+    return out / "nbs-launch"
+
+
+@pytest.fixture(scope="session")
+def world() -> Path:
+    """A directory tree the unprivileged user can traverse, outside pytest's
+    basetemp (a concurrent pytest session makes /tmp/pytest-of-<user> 0700 again)."""
+    path = Path(tempfile.mkdtemp(prefix="nbs-launch-tests-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def launcher(world) -> str:
+    return str(build(world / "native"))
+
+
+def asan_available(tmp: Path) -> bool:
+    src = tmp / "probe.c"
+    src.write_text("int main(void) { return 0; }\n")
+    cc = os.environ.get("CC", "cc")
+    proc = subprocess.run([cc, "-fsanitize=address", str(src), "-o", str(tmp / "probe")],
+                          capture_output=True)
+    return proc.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def asan_launcher(world) -> str:
+    out = world / "native-asan"
+    out.mkdir()
+    if not asan_available(out):
+        pytest.skip("the C compiler cannot build with AddressSanitizer")
+    return str(build(out, "--sanitize", "address"))
+
+
+@pytest.fixture(scope="session")
+def store(world) -> Path:
+    """A tiny relocated store: <root>/gnu/store/<item>/{bin/hello,share/data}."""
+    root = world / "storeroot"
+    item = root / "gnu" / "store" / ITEM
+    (item / "bin").mkdir(parents=True)
+    (item / "share").mkdir()
+    hello = item / "bin" / "hello"
+    hello.write_text('#!/bin/sh\necho "hello from the store: $*"\n')
+    hello.chmod(0o755)
+    (item / "share" / "data").write_text("store data\n")
+    # The store belongs to the user who unpacked it, as it would: so only the
+    # read-only mount can stop writes to it.
+    for path in (root / "gnu", root / "gnu" / "store", *item.rglob("*"), item):
+        if path.is_dir():
+            path.chmod(0o755)
+        os.chown(path, NOBODY, NOBODY)
+    return root / "gnu" / "store"
+
+
+@pytest.fixture
+def work(world) -> Path:
+    """A fresh directory the unprivileged user may write to."""
+    path = Path(tempfile.mkdtemp(prefix="work-", dir=world))
+    path.chmod(0o777)
+    return path
+
+
+def userns(launcher: str, store: Path, *args: str, prefix: str = "/gnu/store") -> list[str]:
+    return [launcher, "userns", "--store", f"{store}:{prefix}", *args]
+
+
+def sh(script: str) -> list[str]:
+    return ["/bin/sh", "-c", script]
+
+
+def watch(argv: list[str], **kw) -> subprocess.Popen:
+    """Start ARGV as the unprivileged user with an unbuffered stdout pipe."""
+    return unpriv.popen(argv, stdout=subprocess.PIPE, bufsize=0, **kw)
+
+
+def read_line(proc: subprocess.Popen, timeout: float = 10) -> str:
+    """One line of PROC's output (stdout is raw: readline takes no more than the line)."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "no output from the program in time"
+    return proc.stdout.readline().decode()
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=10)
+    return out.decode()
+
+
+def gone(pid: int) -> bool:
+    """True if PID has exited (a zombie that nobody reaped yet counts)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def wait_until(predicate, timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+# --- userns -------------------------------------------------------------------
+
+
+def test_userns_sees_store_host_and_cwd(launcher, store, work):
+    prog = sh(f"/gnu/store/{ITEM}/bin/hello a b; cat /gnu/store/{ITEM}/share/data; "
+              "head -n1 /etc/os-release; pwd; id -u")
+    proc = unpriv.run(userns(launcher, store, "--", *prog), cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "hello from the store: a b"
+    assert lines[1] == "store data"
+    assert lines[2] == Path("/etc/os-release").read_text().splitlines()[0]
+    assert lines[3] == str(work)
+    assert lines[4] == str(NOBODY)
+
+
+def test_userns_store_is_read_only(launcher, store):
+    target = f"/gnu/store/{ITEM}/share/data"
+    prog = [sys.executable, "-c",
+            "import errno, sys\nfor path in sys.argv[1:]:\n try:\n  open(path, 'a')\n"
+            " except OSError as e:\n  print(errno.errorcode[e.errno])",
+            target, f"/gnu/store/{ITEM}/new-file"]
+    proc = unpriv.run(userns(launcher, store, "--", *prog))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["EROFS", "EROFS"]
+    assert (store / ITEM / "share" / "data").read_text() == "store data\n"
+    assert not (store / ITEM / "new-file").exists()
+
+
+@pytest.mark.parametrize(("script", "status"), [("exit 7", 7), ("kill -TERM $$", -15)])
+def test_userns_status_is_the_programs(launcher, store, script, status):
+    proc = unpriv.run(userns(launcher, store, "--", *sh(script)))
+    assert proc.returncode == status, proc.stderr
+
+
+def test_userns_program_keeps_the_pid(launcher, store):
+    proc = unpriv.popen(userns(launcher, store, "--", *sh("echo $$")),
+                        stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert int(out) == proc.pid
+
+
+@pytest.mark.skipif(not (shutil.which("unshare") and shutil.which("bwrap")),
+                    reason="needs unshare and bwrap")
+def test_userns_nested_sandboxes_work(launcher, store):
+    script = ("unshare -Ur true && echo unshare-ok; "
+              "unshare -Urpf --mount-proc true && echo mount-proc-ok; "
+              "bwrap --dev-bind / / true && echo bwrap-ok")
+    proc = unpriv.run(userns(launcher, store, "--", *sh(script)))
+    assert proc.stdout.split() == ["unshare-ok", "mount-proc-ok", "bwrap-ok"], proc.stderr
+
+
+def test_userns_hide_tmpfs_and_bind(launcher, store, work):
+    secret_dir = work / "secret-dir"
+    secret_dir.mkdir()
+    (secret_dir / "key").write_text("k")
+    secret_file = work / "secret-file"
+    secret_file.write_text("password")
+    home = work / "home"
+    home.mkdir()
+    (home / "dotfile").write_text("host")
+    project = work / "project"
+    project.mkdir()
+    project.chmod(0o777)
+    (project / "notes").write_text("notes\n")
+    iso = home / "isolated"          # does not exist on the host
+    inner = iso / "project"
+    script = (f"ls -A {secret_dir} | wc -l; wc -c < {secret_file}; "
+              f"touch {secret_dir}/x 2>/dev/null || echo hidden-ro; "
+              f"ls -A {iso}; cat {inner}/notes; "
+              f"echo made > {iso}/new && cat {iso}/new; "
+              f"echo from-inside > {inner}/out; echo tmp-write > {work}/tmpfile")
+    argv = userns(launcher, store, "--hide", str(secret_dir), "--hide", str(secret_file),
+                  "--tmpfs", str(iso), "--bind", f"{project}:{inner}",
+                  "--", *sh(script))
+    proc = unpriv.run(argv, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "0", "hidden-ro", "project", "notes", "made"]
+    # The read-write bind and the host's /tmp write through; the rest left no trace.
+    assert (project / "out").read_text() == "from-inside\n"
+    assert (work / "tmpfile").read_text() == "tmp-write\n"
+    assert not iso.exists()
+    assert sorted(os.listdir(home)) == ["dotfile"]
+    assert (secret_dir / "key").read_text() == "k"
+    assert secret_file.read_text() == "password"
+
+
+def test_userns_ro_bind_of_a_file(launcher, store, work):
+    config = work / "config"
+    config.write_text("from the host\n")
+    config.chmod(0o666)  # so that only the read-only mount can refuse the write
+    prog = sh("cat /etc/hostname; echo x >> /etc/hostname")
+    proc = unpriv.run(userns(launcher, store, "--ro-bind", f"{config}:/etc/hostname", "--", *prog))
+    assert proc.stdout == "from the host\n"
+    assert "Read-only file system" in proc.stderr
+    assert config.read_text() == "from the host\n"
+
+
+def test_userns_store_shadows_existing_host_directories(launcher, store, work):
+    # The prefix exists on the host with other content ...
+    taken = work / "taken" / "store"
+    taken.mkdir(parents=True)
+    (taken / "other").write_text("x")
+    # ... or only its parent exists, with siblings that must stay visible.
+    parent = work / "parent"
+    parent.mkdir()
+    (parent / "sibling").write_text("s")
+    fresh = parent / "store"
+    script = f"ls {taken}; echo --; ls {parent}; echo --; ls {fresh}; cat {parent}/sibling"
+    argv = [launcher, "userns", "--store", f"{store}:{taken}", "--store", f"{store}:{fresh}",
+            "--", *sh(script)]
+    proc = unpriv.run(argv)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [ITEM, "--", "sibling", "store", "--", ITEM, "s"]
+    assert os.listdir(taken) == ["other"]
+    assert os.listdir(parent) == ["sibling"]
+
+
+def test_userns_without_user_namespaces_fails_in_one_line(launcher, store):
+    proc = unpriv.run(userns(launcher, store, "--", "/bin/true"), no_userns=True)
+    assert proc.returncode == 125
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("nbs-launch: unshare(CLONE_NEWUSER): ")
+    assert "user namespaces" in lines[0]
+
+
+def nobody_entries(directory: str) -> set[str]:
+    # Other test suites' PRoot and scratch directories come and go meanwhile.
+    return {e.name for e in os.scandir(directory)
+            if e.stat(follow_symlinks=False).st_uid == NOBODY
+            and not e.name.startswith(("proot-", "prooted-", "nbsandbox-"))}
+
+
+def test_userns_leaves_nothing_on_the_host(launcher, store, work):
+    before_tmp, before_work = nobody_entries("/tmp"), sorted(os.listdir(work))
+    argv = userns(launcher, store, "--tmpfs", f"{work}/a/b/home", "--hide", "/etc/hostname",
+                  "--", "/bin/true")
+    assert unpriv.run(argv, cwd=work).returncode == 0
+    assert unpriv.run([*argv[:-2], "--probe"]).returncode == 0
+    assert nobody_entries("/tmp") == before_tmp
+    assert sorted(os.listdir(work)) == before_work
+
+
+@pytest.mark.parametrize(("program", "status"), [
+    ("/nonexistent/program", 127),
+    ("no-such-command-on-path", 127),
+    (f"/gnu/store/{ITEM}/share/data", 126),
+])
+def test_userns_exec_failures_are_shell_statuses(launcher, store, program, status):
+    proc = unpriv.run(userns(launcher, store, "--", program))
+    assert proc.returncode == status
+    assert proc.stderr.startswith(f"nbs-launch: cannot execute {program}: ")
+
+
+@pytest.mark.parametrize("args", [
+    ["--bind", "/nonexistent/source:/x"],
+    ["--store", "no-colon"],
+    ["--tmpfs", "relative/path"],
+    ["--chdir", "/nonexistent/dir"],
+    ["--tmpfs", "/" + "x" * 5000],
+    ["--tmpfs", "/a" * 2045],  # fits PATH_MAX, not once under the new root
+])
+def test_userns_setup_failures_are_125_and_one_line(launcher, args):
+    proc = unpriv.run([launcher, "userns", *args, "--", "/bin/true"])
+    assert proc.returncode == 125
+    assert len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith("nbs-launch: ")
+
+
+def test_userns_argv0_path_search_chdir_and_probe(launcher, store):
+    proc = unpriv.run(userns(launcher, store, "--argv0", "renamed", "--chdir", "/etc",
+                             "--", "cat", "/proc/self/cmdline", "hostname"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\0")[:3] == ["renamed", "/proc/self/cmdline", "hostname"]
+    proc = unpriv.run(userns(launcher, store, "--probe", "--", "/bin/echo", "ran"))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def test_userns_works_as_root(launcher, store):
+    script = f"/gnu/store/{ITEM}/bin/hello root; id -u; touch /gnu/store/x 2>&1 || true"
+    proc = subprocess.run(userns(launcher, store, "--", *sh(script)),
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == ["hello from the store: root", str(os.getuid())]
+    assert "Read-only file system" in lines[2]
+    assert not (store / "x").exists()
+
+
+# --- supervise + report ---------------------------------------------------------
+
+WRAPPERS = [w for w in ("proot", "bwrap") if shutil.which(w)]
+
+
+def supervised(launcher: str, store: Path, wrapper: str, script: str,
+               tmpdir: Path | None = None) -> list[str]:
+    report = [launcher, "report", "--fd", "@NBS_STATUS_FD@", "--", *sh(script)]
+    if wrapper == "proot":
+        tool = ["proot", "-b", f"{store}:/gnu/store", *report]
+    else:
+        tool = ["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(store), "/gnu/store",
+                "--die-with-parent", "--", *report]
+    sup = [launcher, "supervise"]
+    if tmpdir is not None:
+        sup += ["--tmpdir", str(tmpdir)]
+    return [*sup, "--", *tool]
+
+
+def proot_env(tmpdir: Path) -> dict[str, str]:
+    return {**os.environ, "PROOT_TMP_DIR": str(tmpdir)}
+
+
+@pytest.fixture(params=WRAPPERS)
+def wrapper(request) -> str:
+    return request.param
+
+
+def test_supervised_exit_status_and_store(launcher, store, wrapper):
+    script = f"/gnu/store/{ITEM}/bin/hello {wrapper}; exit 7"
+    proc = unpriv.run(supervised(launcher, store, wrapper, script))
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout == f"hello from the store: {wrapper}\n"
+
+
+def test_supervised_death_by_signal_is_reproduced(launcher, store, wrapper):
+    proc = unpriv.run(supervised(launcher, store, wrapper, "kill -KILL $$"))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+LOOP = 'echo ready; while :; do sleep 0.05; done'
+
+
+def test_supervised_sigterm_reaches_the_program(launcher, store, wrapper):
+    script = f"trap 'echo got-term; exit 3' TERM; {LOOP}"
+    proc = watch(supervised(launcher, store, wrapper, script))
+    try:
+        assert read_line(proc) == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        out = finish(proc)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out) == (3, "got-term\n")
+
+
+def test_supervised_sigint_to_the_group_reaches_the_program_once(launcher, store, wrapper):
+    # The foreground child is in the program's process group: a ^C kills it
+    # (status 130) at once; the shell counts the ^Cs it sees.
+    script = ("n=0; trap 'n=$((n+1))' INT; trap 'echo ints=$n; exit 3' TERM; "
+              "sh -c 'echo ready; exec sleep 5'; echo child=$?; while :; do sleep 0.05; done")
+    proc = watch(supervised(launcher, store, wrapper, script), start_new_session=True)
+    try:
+        assert read_line(proc) == "ready\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        assert read_line(proc) == "child=130\n"
+        proc.send_signal(signal.SIGTERM)
+        out = finish(proc)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out) == (3, "ints=1\n")
+
+
+def test_supervise_queues_signals_until_the_program_is_known(launcher):
+    # A wrapper that takes its time before it starts the reporter.
+    wrapper = ["/bin/sh", "-c", "trap 'echo wrapper-got-term' TERM; sleep 0.5; exec \"$@\"", "sh"]
+    report = [launcher, "report", "--fd", "@NBS_STATUS_FD@", "--",
+              *sh(f"trap 'echo got-term; exit 3' TERM; {LOOP}")]
+    proc = watch([launcher, "supervise", "--", *wrapper, *report])
+    try:
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out = finish(proc)
+    finally:
+        proc.kill()
+    # Delivered once the program's pid is known: before its trap is set
+    # (death by SIGTERM) or after (exit 3); never to the wrapper.
+    assert "wrapper-got-term" not in out
+    assert proc.returncode in (3, -signal.SIGTERM)
+
+
+def test_supervised_program_gets_the_terminal(launcher, store, wrapper):
+    script = ("echo ask; read answer; echo \"got $answer\"; "
+              f"trap 'echo got-int; exit 9' INT; {LOOP}")
+    argv = supervised(launcher, store, wrapper, script)
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child: a session with the pty as terminal
+        try:
+            unpriv.preexec()()
+            os.execve(argv[0], argv, unpriv.unprivileged_env())
+        finally:
+            os._exit(126)
+    out = b""
+
+    def expect(marker: bytes) -> None:
+        nonlocal out
+        deadline = time.monotonic() + 10
+        while marker not in out and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                out += os.read(master, 1024)
+        assert marker in out, out
+
+    try:
+        # Reading the terminal from a background process group would stop it.
+        expect(b"ask")
+        os.write(master, b"yes\n")
+        expect(b"ready")
+        os.write(master, b"\x03")  # ^C, sent by the terminal to the foreground group
+        expect(b"got-int")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+    assert b"got yes" in out
+    assert os.waitstatus_to_exitcode(status) == 9
+
+
+def test_supervised_sigkill_leaves_no_process_and_no_tmpdir(launcher, store, wrapper, work):
+    scratch = work / "scratch"
+    script = f"echo $$; test -d {scratch} && echo tmpdir-ok; exec sleep 60"
+    proc = watch(supervised(launcher, store, wrapper, script, tmpdir=scratch),
+                 env=proot_env(scratch))
+    try:
+        pid = int(read_line(proc))
+        assert read_line(proc) == "tmpdir-ok\n"
+        assert not gone(pid)
+        proc.kill()
+        proc.wait(timeout=10)
+        assert wait_until(lambda: gone(pid)), "the program outlived the supervisor"
+        assert wait_until(lambda: not scratch.exists()), os.listdir(scratch)
+    finally:
+        proc.kill()
+
+
+def test_supervised_tmpdir_is_removed_at_exit(launcher, store, wrapper, work):
+    scratch = work / "scratch"
+    script = f"touch {scratch}/file && mkdir -p {scratch}/d/e && chmod 500 {scratch}/d; exit 5"
+    proc = unpriv.run(supervised(launcher, store, wrapper, script, tmpdir=scratch),
+                      env=proot_env(scratch))
+    assert proc.returncode == 5, proc.stderr
+    assert not scratch.exists()
+
+
+@pytest.mark.parametrize(("wrapper_argv", "status"), [
+    (sh("exit 4"), 4),
+    (sh("kill -TERM $$"), -15),
+    (["/nonexistent/wrapper"], 127),
+])
+def test_supervise_without_report_gives_the_wrappers_status(launcher, wrapper_argv, status):
+    proc = unpriv.run([launcher, "supervise", "--", *wrapper_argv])
+    assert proc.returncode == status
+
+
+def test_supervise_replaces_the_status_fd_placeholder(launcher):
+    proc = unpriv.run([launcher, "supervise", "--", "/bin/echo", "x@NBS_STATUS_FD@",
+                       "@NBS_STATUS_FD@"])
+    assert proc.returncode == 0
+    word, fd = proc.stdout.split()
+    assert word == "x@NBS_STATUS_FD@"
+    assert int(fd) > 2
+
+
+def test_report_protocol(launcher):
+    proc = unpriv.run([launcher, "report", "--fd", "1", "--argv0", "named", "--", "/bin/sh",
+                       "-c", 'echo "$0"; exit 3'])
+    assert proc.returncode == 3
+    # The program's output and the reporter's "P" line may come in any order.
+    lines = proc.stdout.splitlines()
+    pid_lines = [line for line in lines if line.startswith("P ")]
+    assert len(pid_lines) == 1 and int(pid_lines[0][2:]) > 0
+    assert lines[-1] == "S 768"  # 768 == 3 << 8: exit status 3
+    assert sorted(lines) == sorted([pid_lines[0], "named", "S 768"])
+
+
+# --- AddressSanitizer builds --------------------------------------------------------
+
+
+def test_asan_userns(asan_launcher, store, work):
+    script = f"/gnu/store/{ITEM}/bin/hello asan; ls {work}/parent"
+    (work / "parent").mkdir()
+    (work / "parent" / "sibling").write_text("")
+    argv = [asan_launcher, "userns", "--store", f"{store}:/gnu/store",
+            "--store", f"{store}:{work}/parent/store", "--hide", "/etc/hostname",
+            "--tmpfs", f"{work}/home", "--"]
+    proc = unpriv.run([*argv, *sh(script)])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["hello", "from", "the", "store:", "asan", "sibling", "store"]
+    proc = unpriv.run([*argv[:-1], "--probe"])
+    assert (proc.returncode, proc.stderr) == (0, "")
+    proc = unpriv.run([*argv, "/nonexistent/program"])
+    assert proc.returncode == 127
+    assert proc.stderr.startswith("nbs-launch: cannot execute /nonexistent/program: ")
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="needs bwrap")
+def test_asan_supervise_and_report(asan_launcher, store, work):
+    scratch = work / "scratch"
+    proc = unpriv.run(supervised(asan_launcher, store, "bwrap", "exit 7", tmpdir=scratch))
+    assert (proc.returncode, proc.stderr) == (7, "")
+    proc = unpriv.run(supervised(asan_launcher, store, "bwrap", "kill -TERM $$", tmpdir=scratch))
+    assert (proc.returncode, proc.stderr) == (-15, "")
+    assert not scratch.exists()
