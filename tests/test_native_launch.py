@@ -439,6 +439,7 @@ def test_supervised_program_gets_the_terminal(launcher, store, wrapper):
                 out += os.read(master, 1024)
         assert marker in out, out
 
+    status = None
     try:
         # Reading the terminal from a background process group would stop it.
         expect(b"ask")
@@ -448,6 +449,9 @@ def test_supervised_program_gets_the_terminal(launcher, store, wrapper):
         expect(b"got-int")
         _, status = os.waitpid(pid, 0)
     finally:
+        if status is None:  # failed: the supervisor takes the rest with it
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
         os.close(master)
     assert b"got yes" in out
     assert os.waitstatus_to_exitcode(status) == 9
