@@ -21,6 +21,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -109,6 +111,47 @@ static void wait_gone(pid_t pid, int pidfd)
         nanosleep(&tick, NULL);
 }
 
+static const char *leftovers; /* see janitor_set_leftovers() */
+
+void janitor_set_leftovers(const char *prefix)
+{
+    leftovers = prefix;
+}
+
+/* Remove DIR/BASE<pid>-* where leftovers = "DIR/BASE". */
+void janitor_remove_leftovers(pid_t pid)
+{
+    if (!leftovers || pid <= 0)
+        return;
+    const char *slash = strrchr(leftovers, '/');
+    if (!slash || slash[1] == '\0')
+        return;
+    char dir[PATH_MAX], start[NAME_MAX + 1];
+    size_t dlen = (size_t)(slash - leftovers);
+    if (dlen == 0)
+        dlen = 1; /* "/base" */
+    if (dlen >= sizeof dir)
+        return;
+    memcpy(dir, leftovers, dlen);
+    dir[dlen] = '\0';
+    int n = snprintf(start, sizeof start, "%s%d-", slash + 1, (int)pid);
+    if (n < 0 || (size_t)n >= sizeof start)
+        return;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (!strncmp(e->d_name, start, (size_t)n) && rmtree_at(dfd, e->d_name) != 0)
+            warn_err(errno, "janitor: removing %s/%s", dir, e->d_name);
+    closedir(d);
+}
+
 static _Noreturn void janitor_main(int life_rd, int parentfd, const char *name)
 {
     bool created = false, removed = false, in_pid = false;
@@ -154,6 +197,7 @@ static _Noreturn void janitor_main(int life_rd, int parentfd, const char *name)
     if (!created || removed)
         _exit(0);
     wait_gone(wrapper, pidfd);
+    janitor_remove_leftovers(wrapper);
     if (rmtree_at(parentfd, name) != 0) {
         warn_err(errno, "janitor: removing %s", name);
         _exit(1);

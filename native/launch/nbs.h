@@ -111,4 +111,10 @@ int rmtree_at(int dirfd, const char *name);
  * PARENTFD/NAME if the supervisor created it and did not remove it itself. */
 pid_t janitor_start(int life_rd, int life_wr, int parentfd, const char *name, int close_fd);
 
+/* Files a killed wrapper leaves outside the scratch directory, named
+ * PREFIX<wrapper pid>-*, e.g. "/tmp/prooted-" for PRoot's extracted loader
+ * (which ignores PROOT_TMP_DIR); the janitor removes them too. */
+void janitor_set_leftovers(const char *prefix);
+void janitor_remove_leftovers(pid_t wrapper);
+
 #endif

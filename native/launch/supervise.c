@@ -167,6 +167,23 @@ static int open_parent(const char *dir, char name[PATH_MAX])
     return fd;
 }
 
+/* The scratch directory's layout, for the engines (see supervised.py):
+ * tmp/ for the wrapper's temporary files, empty/ (read-only) to hide
+ * directories with, home/ for an isolated home. */
+static void make_scratch_subdirs(int parentfd, const char *name, const char *tmpdir)
+{
+    static const struct { const char *name; mode_t mode; } subdirs[] = {
+        {"tmp", 0700}, {"empty", 0500}, {"home", 0700},
+    };
+    int dfd = openat(parentfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        die_err(errno, NULL, "--tmpdir %s: open", tmpdir);
+    for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++)
+        if (mkdirat(dfd, subdirs[i].name, subdirs[i].mode) != 0)
+            die_err(errno, NULL, "--tmpdir %s: mkdir %s", tmpdir, subdirs[i].name);
+    close(dfd);
+}
+
 int cmd_supervise(int argc, char **argv)
 {
     const char *tmpdir = NULL;
@@ -178,9 +195,11 @@ int cmd_supervise(int argc, char **argv)
         }
         if (!strcmp(argv[i], "--tmpdir") && i + 1 < argc)
             tmpdir = argv[++i];
+        else if (!strcmp(argv[i], "--leftovers") && i + 1 < argc)
+            janitor_set_leftovers(argv[++i]);
         else
             die("supervise: unexpected argument %s (usage: nbs-launch supervise "
-                "[--tmpdir DIR] -- WRAPPER [ARG...])",
+                "[--tmpdir DIR [--leftovers PREFIX]] -- WRAPPER [ARG...])",
                 argv[i]);
     }
     if (i >= argc)
@@ -233,6 +252,7 @@ int cmd_supervise(int argc, char **argv)
         close(life[0]);
         if (mkdirat(parentfd, name, 0700) != 0)
             die_err(errno, NULL, "--tmpdir %s: mkdir", tmpdir);
+        make_scratch_subdirs(parentfd, name, tmpdir);
         if (write_all(life[1], "D", 1) != 0)
             die_err(errno, NULL, "telling the janitor");
     }
@@ -344,6 +364,7 @@ int cmd_supervise(int argc, char **argv)
     if (s.tty_given)
         (void)tcsetpgrp(STDIN_FILENO, getpgrp()); /* SIGTTOU is blocked */
     if (tmpdir) {
+        janitor_remove_leftovers(s.wrapper);
         if (rmtree_at(parentfd, name) == 0)
             (void)write_all(life[1], "R", 1);
         else

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from typing import ClassVar
 
 from nbsandbox.engines.base import Command, Engine, Probe
@@ -91,4 +92,7 @@ class ProotEngine(Engine):
             env[NO_SECCOMP] = "1"
             added.append(NO_SECCOMP)
         args += report(plan, unset=tuple(added))
-        return Command(supervise(args, tmpdir=scratch), env, self.name)
+        # PRoot extracts its loader to /tmp/prooted-<pid>-* whatever
+        # PROOT_TMP_DIR says, and leaves it there when it is killed.
+        leftovers = os.path.join(tempfile.gettempdir(), "prooted-")
+        return Command(supervise(args, tmpdir=scratch, leftovers=leftovers), env, self.name)

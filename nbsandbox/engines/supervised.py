@@ -27,10 +27,14 @@ def scratch_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"nbsandbox-{os.getuid()}-{secrets.token_hex(6)}")
 
 
-def supervise(tool_argv: list[str], *, tmpdir: str | None = None) -> list[str]:
+def supervise(tool_argv: list[str], *, tmpdir: str | None = None,
+              leftovers: str | None = None) -> list[str]:
+    """``leftovers``: files the tool leaves when killed, named ``<leftovers><tool pid>-*``."""
     argv = [str(native_path("nbs-launch")), "supervise"]
     if tmpdir is not None:
         argv += ["--tmpdir", tmpdir]
+        if leftovers is not None:
+            argv += ["--leftovers", leftovers]
     return [*argv, "--", *tool_argv]
 
 
