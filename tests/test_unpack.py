@@ -101,12 +101,15 @@ def test_guix_like_tarball_unpacks(site, mode):
     assert os.readlink(dest / PROFILE / "bin" / "hello") == f"/{TOOL}/bin/hello"
     assert root.find_program("hello") == f"/{PROFILE}/bin/hello"
     assert root.resolve(root.find_program("hello")) == f"/{TOOL}/bin/hello"
-    # Hard links stay hard links; modes are normalized; mtimes are kept.
+    # Hard links stay hard links; modes are normalized and, as in a real
+    # store, read-only (engines without a read-only mount rely on it); mtimes
+    # are kept.
     assert os.stat(tool / "share" / "a.txt").st_ino == os.stat(tool / "share" / "b.txt").st_ino
-    assert stat.S_IMODE(os.stat(tool / "bin" / "hello").st_mode) == 0o755
-    assert stat.S_IMODE(os.stat(tool / "share" / "a.txt").st_mode) == 0o644
-    assert stat.S_IMODE(os.stat(tool / "lib" / "setuid-tool").st_mode) == 0o755  # no setuid
-    assert stat.S_IMODE(os.stat(tool / "lib").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(tool / "bin" / "hello").st_mode) == 0o555
+    assert stat.S_IMODE(os.stat(tool / "share" / "a.txt").st_mode) == 0o444
+    assert stat.S_IMODE(os.stat(tool / "lib" / "setuid-tool").st_mode) == 0o555  # no setuid
+    assert stat.S_IMODE(os.stat(tool / "lib").st_mode) == 0o555
+    assert stat.S_IMODE(os.stat(dest / "gnu" / "store").st_mode) == 0o555
     assert stat.S_IMODE(os.stat(dest).st_mode) == 0o755
     assert os.stat(tool / "share" / "a.txt").st_mtime == 1
     assert os.stat(tool).st_mtime == 1
@@ -293,7 +296,7 @@ def test_write_tarball_is_deterministic_and_round_trips(site):
     root = unpack(site / "packs" / "a.tar.gz", site / "parent" / "root")
     copy = root.path / "gnu" / "store" / f"{H}-x" / "bin" / "x"
     assert copy.read_bytes() == exe.read_bytes()
-    assert stat.S_IMODE(copy.stat().st_mode) == 0o755  # setuid dropped, others may read
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o555  # setuid dropped, others may read
     assert os.readlink(root.path / "bin") == f"gnu/store/{H}-x/bin"
 
 

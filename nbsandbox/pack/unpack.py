@@ -189,6 +189,21 @@ def _check_dest(dest: Path) -> None:
         raise PackError(f"the parent of {dest} does not exist; create {dest.parent} first")
 
 
+def make_read_only(top: Path) -> None:
+    """Take away write permission below ``top``, as on a real store.
+
+    Engines that cannot mount the store read-only (``proot``, ``fakechroot``)
+    then still refuse writes into it.  ``chmod -R u+w`` undoes it.
+    """
+    for dirpath, _dirnames, filenames in os.walk(top):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o222)
+        os.chmod(dirpath, 0o555)
+
+
 def unpack(pack: str | os.PathLike[str], dest: str | os.PathLike[str],
            progress: Callable[[str], None] | None = None) -> StoreRoot:
     """Extract the pack tarball ``pack`` into ``dest`` (new or empty) and open it.
@@ -232,10 +247,12 @@ def unpack(pack: str | os.PathLike[str], dest: str | os.PathLike[str],
                             "or .tar.xz file? Download or build it again") from None
         extractor.finish()
         try:
-            StoreRoot.open(tmp).validate()
+            root = StoreRoot.open(tmp)
+            root.validate()
         except StoreError as exc:
             detail = str(exc).replace(os.fspath(tmp), os.fspath(dest))
             raise PackError(f"{pack} is not a usable pack: {detail}") from None
+        make_read_only(root.store_dir)
         os.chmod(tmp, 0o755)
         os.rename(tmp, dest)
     except OSError as exc:
