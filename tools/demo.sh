@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash tools/bootstrap.sh
 
 out=${NBSANDBOX_DEMO_DIR:-$PWD/demo}
-rm -rf "$out"
+[[ -e "$out" ]] && chmod -R u+w "$out" && rm -rf "$out"
 mkdir -p "$out"
 nbs=.venv/bin/nbsandbox
 
