@@ -102,3 +102,27 @@ def test_env_var_selects_engine(registry, monkeypatch):
 
 def test_builtin_engines_are_registered():
     assert {"host", "userns", "fakechroot", "bwrap", "proot"} <= set(engines.engine_names())
+
+
+def test_third_party_engine_registers_through_entry_points(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    ep = EntryPoint("toy", "tests_toy_engine:ToyEngine", engines.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(engines, "entry_points", lambda group: [ep] if group == ep.group else [])
+    monkeypatch.setattr(engines, "_third_party", None)
+    monkeypatch.setattr(engines, "_instances", {})
+    import sys
+    import types
+
+    module = types.ModuleType("tests_toy_engine")
+
+    class ToyEngine(Fake):
+        def __init__(self):
+            super().__init__("toy", 5, True)
+
+    module.ToyEngine = ToyEngine
+    monkeypatch.setitem(sys.modules, "tests_toy_engine", module)
+    assert "toy" in engines.engine_names()
+    assert engines.resolve("toy").engine.name == "toy"
+    # auto considers it by rank: it is faster than every built-in but host.
+    assert engines.chain_of("auto")[:2] == ("host", "toy")
