@@ -119,6 +119,7 @@ class SandboxedRun:
             os.set_blocking(self.popen.stdin.fileno(), False)
         self._exited_at: float | None = None
         self._swept = False
+        self._stopping = False
 
     @property
     def pid(self) -> int:
@@ -194,6 +195,19 @@ class SandboxedRun:
                         sel.unregister(fd)
                         del self._open[fd]  # the file is closed with the Popen's
 
+    def feed(self, until: float | None = None) -> None:
+        """Write all of stdin, then close it (for when someone else reads the output);
+        give up at the monotonic time ``until``."""
+        if self.popen.stdin is None or self.popen.stdin.closed:
+            return
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.popen.stdin.fileno(), selectors.EVENT_WRITE)
+            while self._stdin and self.popen.poll() is None and (
+                    until is None or time.monotonic() < until):
+                if sel.select(_POLL) and not self._write_stdin():
+                    break
+        self._close_stdin()
+
     def _write_stdin(self) -> bool:
         """Write what fits; False once everything is written or the reader is gone."""
         try:
@@ -216,6 +230,10 @@ class SandboxedRun:
             self._exited_at = now
             return
         waited = now - self._exited_at
+        if self._stopping:  # stop() is sending the signals
+            if waited > self.timeouts.kill and not session_members(self.sid):
+                self._finish(sinks)
+            return
         if not self._swept and session_members(self.sid):
             if waited > _POLL * 2:  # let short-lived children flush and go
                 signal_session(self.sid, signal.SIGTERM)
@@ -257,6 +275,7 @@ class SandboxedRun:
         """
         if not self.alive():
             return None
+        self._stopping = True
         steps = ((signal.SIGINT, self.timeouts.interrupt),
                  (signal.SIGTERM, self.timeouts.terminate),
                  (signal.SIGKILL, self.timeouts.kill))

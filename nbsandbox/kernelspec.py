@@ -24,6 +24,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +116,14 @@ def kernel_json(
     isolate_home: bool = False,
     interrupt_mode: str = "signal",
     host_python: str | None = None,
+    pythonpath: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The kernel.json of a packed kernel for ``root`` (see the module's docstring)."""
+    """The kernel.json of a packed kernel for ``root`` (see the module's docstring).
+
+    ``pythonpath``: host directories put on the kernel's ``PYTHONPATH`` (e.g. a source
+    checkout of nbsandbox, so that ``%load_ext nbsandbox`` works in a kernel whose
+    pack does not have it).
+    """
     python = root_python(root)
     ipykernel_dir = require_ipykernel(root)
     version = python_version(ipykernel_dir) or "3"
@@ -128,7 +135,7 @@ def kernel_json(
     if isolate_home:
         launch_opts.append("--isolate-home")
         config["isolate_home"] = True
-    return {
+    spec: dict[str, Any] = {
         "argv": [host_python or sys.executable, "-m", "nbsandbox", "kernel", "launch",
                  *launch_opts, "--", python, "-m", "ipykernel_launcher",
                  "-f", "{connection_file}"],
@@ -141,6 +148,9 @@ def kernel_json(
             METADATA_KEY: {"root": str(root.path), "prefix": root.prefix, "python": python},
         },
     }
+    if pythonpath:
+        spec["env"] = {"PYTHONPATH": ":".join(os.path.abspath(p) for p in pythonpath)}
+    return spec
 
 
 def install(
@@ -152,6 +162,7 @@ def install(
     isolate_home: bool = False,
     user: bool = True,
     prefix: str | None = None,
+    pythonpath: Sequence[str] = (),
 ) -> tuple[str, str]:
     """Install a packed kernel for the root at ``root_path``; returns (name, directory)."""
     from jupyter_client.kernelspec import KernelSpecManager
@@ -165,8 +176,11 @@ def install(
     name = name or default_name(root)
     if not re.fullmatch(r"[a-zA-Z0-9._-]+", name):
         raise UsageError(f"kernel name {name!r} may only contain letters, digits, '.', '_', '-'")
+    missing = [p for p in pythonpath if not os.path.isdir(p)]
+    if missing:
+        raise UsageError(f"--pythonpath {missing[0]} is not a directory")
     spec = kernel_json(root, display_name=display_name, engine=engine,
-                       isolate_home=isolate_home)
+                       isolate_home=isolate_home, pythonpath=pythonpath)
     resources = require_ipykernel(root) / "resources"
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "kernel.json"), "w") as f:
@@ -234,6 +248,9 @@ def register(subparsers: Any) -> None:
     i.add_argument("--engine", "-e", help="engine or meta-engine (default: the policy's)")
     i.add_argument("--isolate-home", action="store_true",
                    help="the kernel gets an empty private home")
+    i.add_argument("--pythonpath", action="append", default=[], metavar="DIR",
+                   help="put host DIR on the kernel's PYTHONPATH (e.g. a source checkout of "
+                        "nbsandbox when the pack lacks it, for %%load_ext nbsandbox)")
     where = i.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", default=True,
                        help="install for the current user (the default)")
@@ -269,8 +286,12 @@ def run_kernel_install(args: argparse.Namespace) -> int:
     prefix = sys.prefix if args.sys_prefix else args.prefix
     name, dest = install(args.root, name=args.name, display_name=args.display_name,
                          engine=args.engine, isolate_home=args.isolate_home,
-                         user=prefix is None, prefix=prefix)
+                         user=prefix is None, prefix=prefix, pythonpath=args.pythonpath)
     print(f"Installed kernelspec {name} in {dest}")
+    root = StoreRoot.open(args.root) if os.path.isdir(args.root) else None
+    if root is not None and find_package(root, "nbsandbox") is None and not args.pythonpath:
+        print("note: the pack has no nbsandbox, so %load_ext nbsandbox will not work in this "
+              "kernel; pack an environment that has it, or pass --pythonpath", file=sys.stderr)
     return 0
 
 
@@ -333,8 +354,9 @@ def run_kernel_launch(args: argparse.Namespace) -> int:
         home = os.environ.get("HOME") or os.path.expanduser("~")
         extra = [Bind.parse(d) for d in connection_file_dirs(command)
                  if os.path.normpath(d).startswith(os.path.normpath(home) + "/")]
-    plan = policy.make_plan(root, command[0], command[1:], keep_env=KERNEL_VARS,
-                            extra_binds=extra)
+    env = {**os.environ, ROOT_ENV: str(root.path)}  # the kernel's magics default to its root
+    plan = policy.make_plan(root, command[0], command[1:], env=env,
+                            keep_env=[*KERNEL_VARS, ROOT_ENV], extra_binds=extra)
     launch = policy.prepare(plan, args.engine, source)
     if args.explain:
         print(launch.resolution.explain(), file=sys.stderr)

@@ -367,7 +367,9 @@ class SandboxMagics(Magics, SandboxPolicy):
             # Drain the streams the user did not take, so that the program never
             # blocks on a full pipe; stop the tree at the time limit.
             if args.out or args.err:
-                # The user reads some pipes: only wait (and enforce the time limit).
+                # The user reads some pipes: feed stdin, then only wait (and enforce the
+                # time limit).
+                run.feed(until)
                 while run.alive():
                     if until is not None and time.monotonic() >= until:
                         run.stop()

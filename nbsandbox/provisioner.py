@@ -34,7 +34,7 @@ from traitlets import Unicode
 from nbsandbox.errors import NbsandboxError, UsageError
 from nbsandbox.jupyter_runs import session_members, signal_session
 from nbsandbox.kernelspec import KERNEL_VARS, PROVISIONER_NAME
-from nbsandbox.policy import POLICY_TRAITS, SandboxPolicy
+from nbsandbox.policy import POLICY_TRAITS, ROOT_ENV, SandboxPolicy
 
 __all__ = ["PROVISIONER_NAME", "SandboxProvisioner", "inner_command"]
 
@@ -123,9 +123,11 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
             home = kwargs["env"].get("HOME") or os.path.expanduser("~")
             if _under(directory, home):
                 extra.append(Bind.parse(directory))
-        keep = [*KERNEL_VARS, *(self.kernel_spec.env if self.kernel_spec else {})]
-        plan = policy.make_plan(root, program, args, env=kwargs["env"], keep_env=keep,
-                                cwd=cwd, extra_binds=extra)
+        keep = [*KERNEL_VARS, ROOT_ENV, *(self.kernel_spec.env if self.kernel_spec else {})]
+        # In the kernel, %%sandbox uses the kernel's own root unless told otherwise.
+        env = {**kwargs["env"], ROOT_ENV: str(root.path)}
+        plan = policy.make_plan(root, program, args, env=env, keep_env=keep, cwd=cwd,
+                                extra_binds=extra)
         launch = policy.prepare(plan, self._requested.get("engine"), source)
         command = launch.command
         kwargs["cmd"] = command.argv

@@ -162,9 +162,9 @@ def jupyter_dirs(tmp_path_factory: pytest.TempPathFactory):
 _ITEM = "0123456789abcdfghijklmnpqrsvwxyz-python-test"
 
 
-def make_mini_root(top: Path) -> StoreRoot:
+def make_mini_root(top: Path, *, with_site_packages: bool = True) -> StoreRoot:
     """A store root holding the host's python binary at a store path, with this
-    checkout's site-packages (ipykernel, nbsandbox) and a store ``sh``."""
+    checkout's site-packages (ipykernel, nbsandbox; or an empty one) and a store ``sh``."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     item = top / "gnu" / "store" / _ITEM
     (item / "bin").mkdir(parents=True)
@@ -176,8 +176,11 @@ def make_mini_root(top: Path) -> StoreRoot:
         f"home = {os.path.dirname(base_python)}\ninclude-system-site-packages = false\n"
         f"version = {sys.version.split()[0]}\n")
     (item / "lib" / f"python{version}").mkdir(parents=True)
-    os.symlink(sysconfig.get_paths()["purelib"],
-               item / "lib" / f"python{version}" / "site-packages")
+    if with_site_packages:
+        os.symlink(sysconfig.get_paths()["purelib"],
+                   item / "lib" / f"python{version}" / "site-packages")
+    else:
+        (item / "lib" / f"python{version}" / "site-packages").mkdir()
     os.symlink(f"gnu/store/{_ITEM}/bin", top / "bin")
     (top / ".nbsandbox").mkdir()
     (top / ".nbsandbox" / "pack.json").write_text(json.dumps({
@@ -196,6 +199,18 @@ def kernel_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         top = Path(unpriv.world_tmpdir(str(tmp_path_factory.mktemp("mini-root"))))
         return make_mini_root(top / "root")
     return root if isinstance(root, StoreRoot) else StoreRoot.open(root)
+
+
+@pytest.fixture(scope="session")
+def shell_root(tmp_path_factory: pytest.TempPathFactory) -> StoreRoot:
+    """A small real pack without Python: bash, sleep and cat with their glibc."""
+    from nbsandbox.pack import PackOptions, build_pack
+
+    base = Path(unpriv.world_tmpdir(str(tmp_path_factory.mktemp("shell-pack"))))
+    result = build_pack(PackOptions(programs=["/bin/bash", "/bin/sleep", "/bin/cat"],
+                                    with_python=False, output=base / "root"))
+    subprocess.run(["chmod", "-R", "a+rX", str(result.path)], check=True)
+    return StoreRoot.open(result.path)
 
 
 # -- engines as the unprivileged user sees them -------------------------------------------------
@@ -240,4 +255,5 @@ __all__ = [
     "make_mini_root",
     "native_spec",
     "packed_spec",
+    "shell_root",
 ]
