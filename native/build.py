@@ -64,7 +64,7 @@ TARGETS: list[Target] = [
         "shared",
         ("fakechroot/preload.c", "fakechroot/pathmap.c"),
         cflags=("-U_FORTIFY_SOURCE", "-fno-stack-protector", "-fvisibility=hidden",
-                "-DPM_USE_LIBC"),
+                "-fno-plt", "-DPM_USE_LIBC"),
         ldflags=("-Wl,-z,noexecstack", "-Wl,--no-as-needed"),
         libs=("-l:libdl.so.2",),
     ),

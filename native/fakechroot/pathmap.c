@@ -5,6 +5,20 @@
 
 #include <errno.h>
 
+/* The preload library builds this file with -DPM_USE_LIBC to use libc's
+ * vectorized string functions on its fast path; the audit module has no
+ * libc and uses the plain loops. */
+#ifdef PM_USE_LIBC
+#include <string.h>
+#define PM_FAST_STRLEN(s) strlen(s)
+#define PM_FAST_MEMCPY(d, s, n) memcpy((d), (s), (n))
+#define PM_FAST_MEMEQ(a, b, n) (memcmp((a), (b), (n)) == 0)
+#else
+#define PM_FAST_MEMEQ(a, b, n) pm_memeq((a), (b), (n))
+#define PM_FAST_STRLEN(s) pm_strlen(s)
+#define PM_FAST_MEMCPY(d, s, n) pm_move((d), (s), (n))
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* string helpers */
 
@@ -23,6 +37,18 @@ size_t pm_strnlen(const char *s, size_t max)
         n++;
     return n;
 }
+
+#ifndef PM_USE_LIBC
+/* Whether the first N bytes of A and B are equal. */
+static int pm_memeq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (a[i] != b[i])
+            return 0;
+    }
+    return 1;
+}
+#endif
 
 int pm_streq(const char *a, const char *b)
 {
@@ -92,6 +118,8 @@ static int put(char *out, size_t sz, size_t *pos, const char *s, size_t n)
 
 /* ------------------------------------------------------------------------ */
 /* configuration */
+
+static const char *match_dir(const char *dir, size_t dlen, const char *path);
 
 static int hexval(char c)
 {
@@ -323,6 +351,16 @@ int pm_config_parse(struct pm_table *t, const char *text, size_t len)
     }
     if (!seen_header || !t->audit || !t->preload)
         return -EINVAL;
+    for (unsigned i = 0; i < t->n; i++) {
+        struct pm_map *a = &t->map[i];
+        a->nested = 0;
+        for (unsigned j = 0; j < t->n; j++) {
+            const struct pm_map *b = &t->map[j];
+            if (j != i && b->from_len > a->from_len && b->from[a->from_len] == '/' &&
+                match_dir(a->from, a->from_len, b->from))
+                a->nested = 1;
+        }
+    }
     return 0;
 }
 
@@ -383,41 +421,119 @@ const struct pm_map *pm_match(const struct pm_table *t, const char *path, const 
     return best;
 }
 
-int pm_has_dotdot(const char *s)
+/* Whether S (LEN bytes before its NUL) has a ".." component after its
+ * first byte: a "/.." followed by '/' or the end. */
+#if defined(PM_USE_LIBC) && defined(__SSE2__)
+#include <emmintrin.h>
+static int dotdot_in(const char *s, size_t len)
 {
-    for (size_t i = 0; s[i]; i++) {
-        if ((i == 0 || s[i - 1] == '/') && s[i] == '.' && s[i + 1] == '.' &&
-            (s[i + 2] == '/' || s[i + 2] == '\0'))
+    /* look at each '.', 16 bytes at a time (paths have few dots); every
+     * load is within the LEN bytes */
+    const __m128i dot = _mm_set1_epi8('.');
+    size_t i = 0;
+    if (len >= 16) {
+        for (size_t base = 0;; base += 16) {
+            unsigned mask;
+            if (base + 16 > len) {
+                /* the last, overlapping block: only bytes not seen yet */
+                size_t last = len - 16;
+                mask = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(
+                           _mm_loadu_si128((const __m128i *)(const void *)(s + last)), dot)) &
+                       (0xffffu << (base - last));
+                base = last;
+            } else {
+                mask = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(
+                    _mm_loadu_si128((const __m128i *)(const void *)(s + base)), dot));
+            }
+            for (; mask; mask &= mask - 1) {
+                size_t j = base + (size_t)__builtin_ctz(mask);
+                if (j > 0 && s[j - 1] == '/' && s[j + 1] == '.' &&
+                    (s[j + 2] == '/' || !s[j + 2]))
+                    return 1;
+            }
+            if (base + 16 >= len)
+                return 0;
+        }
+    }
+    for (; i < len; i++) {
+        if (s[i] == '.' && i > 0 && s[i - 1] == '/' && s[i + 1] == '.' &&
+            (s[i + 2] == '/' || !s[i + 2]))
             return 1;
     }
     return 0;
+}
+#else
+static int dotdot_after_slash(const char *s);
+static int dotdot_in(const char *s, size_t len)
+{
+    (void)len;
+    return dotdot_after_slash(s);
+}
+#endif
+
+/* Whether S has a ".." component after its first byte: a "/.." followed by
+ * '/' or the end. */
+static int dotdot_after_slash(const char *s)
+{
+#ifdef PM_USE_LIBC
+    for (const char *p = s; (p = strstr(p, "/..")) != 0; p += 3) {
+        if (p[3] == '/' || p[3] == '\0')
+            return 1;
+    }
+    return 0;
+#else
+    for (size_t i = 0; s[i]; i++) {
+        if (s[i] == '/' && s[i + 1] == '.' && s[i + 2] == '.' &&
+            (s[i + 3] == '/' || s[i + 3] == '\0'))
+            return 1;
+    }
+    return 0;
+#endif
+}
+
+int pm_has_dotdot(const char *s)
+{
+    if (s[0] == '.' && s[1] == '.' && (s[2] == '/' || s[2] == '\0'))
+        return 1;
+    return dotdot_after_slash(s);
 }
 
 int pm_to_host(const struct pm_table *t, const char *path, char *out, size_t outsz,
                const struct pm_map **mapping)
 {
+    /* The usual spelling first: the mapping's directory, byte for byte. */
+    const struct pm_map *m = 0;
+    size_t len = PM_FAST_STRLEN(path);
+    if (path[0] == '/') {
+        for (unsigned i = 0; i < t->n; i++) {
+            const struct pm_map *c = &t->map[i];
+            size_t fl = c->from_len;
+            if (len >= fl && path[1] == c->from[1] && (path[fl] == '/' || path[fl] == '\0') &&
+                PM_FAST_MEMEQ(path, c->from, fl) && (!m || fl > m->from_len))
+                m = c;
+        }
+    }
     const char *rest;
-    const struct pm_map *m = pm_match(t, path, &rest);
+    if (m && !m->nested) {
+        rest = path + m->from_len;
+    } else {
+        /* "//gnu/./store", or a mapping inside the one found: compare
+         * component by component */
+        m = pm_match(t, path, &rest);
+        if (m)
+            len = m->from_len + PM_FAST_STRLEN(rest); /* as if spelled plainly */
+    }
     if (mapping)
         *mapping = m;
     if (!m)
         return PM_ASIS;
-    size_t pos = m->to_len;
-    if (pos >= outsz)
+    /* REST is "" or starts with '/': any ".." in it follows a slash */
+    size_t rl = len - m->from_len;
+    if (m->to_len + rl >= outsz)
         return -ENAMETOOLONG;
-    pm_move(out, m->to, pos);
-    int dotdot = 0;
-    for (size_t i = 0; rest[i]; i++) {
-        char c = rest[i];
-        if (c == '.' && i > 0 && rest[i - 1] == '/' && rest[i + 1] == '.' &&
-            (rest[i + 2] == '/' || rest[i + 2] == '\0'))
-            dotdot = 1;
-        if (pos + 1 >= outsz)
-            return -ENAMETOOLONG;
-        out[pos++] = c;
-    }
-    out[pos] = '\0';
-    return dotdot ? PM_RESOLVE : PM_MAPPED;
+    PM_FAST_MEMCPY(out, m->to, m->to_len);
+    PM_FAST_MEMCPY(out + m->to_len, rest, rl + 1);
+    return dotdot_in(rest, rl) ? PM_RESOLVE : PM_MAPPED;
 }
 
 const struct pm_map *pm_ancestor_of(const struct pm_table *t, const char *path, size_t len)

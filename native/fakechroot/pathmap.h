@@ -45,6 +45,7 @@ struct pm_map {
     size_t to_len;
     size_t anc_len; /* PM_ANCESTORS: length of TO without FROM (the root), else 0 */
     unsigned flags;
+    int nested;     /* another mapping's FROM lies under this one's */
 };
 
 struct pm_ldso {
@@ -136,8 +137,9 @@ int pm_join(char *out, size_t outsz, const char *dir, const char *path);
 /* ---- program files ---- */
 /* Parse a "#!" line as Linux does.  BUF holds the first N bytes of the file
  * (at most PM_SHEBANG_MAX are looked at).  Returns 1 (INTERP and, when
- * *has_arg, ARG set), 0 when BUF does not start with "#!", or -ENOEXEC /
- * -ENAMETOOLONG. */
+ * *has_arg, ARG set), 0 when BUF does not start with "#!", or the error
+ * execve gives: -ENOEXEC (no interpreter), -EACCES (an empty name, as after
+ * "#!" and a NUL), or -ENAMETOOLONG when INTERP or ARG is too small. */
 int pm_shebang(const char *buf, size_t n, char *interp, size_t isz, char *arg, size_t asz,
                int *has_arg);
 

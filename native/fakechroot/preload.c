@@ -91,6 +91,9 @@ static char exe_sbx[PM_PATH_MAX];  /* what /proc/self/exe shows, "" if not ours 
 static char exe_host[PM_PATH_MAX]; /* where that file is */
 static char argv0_buf[PM_PATH_MAX];
 static int argv0_pending;
+/* may_map[c]: some mapping's sandbox dir (or /proc, //, /.) starts with "/c";
+ * all zeros until the configuration is loaded */
+static unsigned char may_map[256];
 static int init_state; /* 0: not yet, 1: running, 2: done */
 static long init_tid;
 
@@ -205,6 +208,11 @@ static void do_init(void)
     }
     if (argv0 && pm_copy(argv0_buf, sizeof argv0_buf, argv0) == 0)
         argv0_pending = 1;
+    for (unsigned i = 0; i < T.n; i++)
+        may_map[(unsigned char)T.map[i].from[1]] = 1;
+    may_map['/'] = may_map['.'] = 1;
+    if (exe_sbx[0])
+        may_map['p'] = 1;
     active = 1;
     if (cwd) {
         char host[PM_PATH_MAX];
@@ -389,9 +397,8 @@ static int resolve_into(const char *sbx, unsigned how, char *buf, const struct p
 
 /* The path a call should use for PATH (relative to DIRFD): PATH itself or
  * BUF.  -1 with errno set when the call must fail without being made. */
-static int map_path(int dirfd, const char *path, char *buf, unsigned how, const char **out)
+static int map_path_slow(int dirfd, const char *path, char *buf, unsigned how, const char **out)
 {
-    *out = path;
     if (!active || !path)
         return 0;
     if (path[0] == '/') {
@@ -430,6 +437,27 @@ static int map_path(int dirfd, const char *path, char *buf, unsigned how, const 
     }
     *out = buf;
     return 0;
+}
+
+/* The fast path, inlined into every wrapper: an absolute path whose second
+ * byte cannot begin any mapping (nor "/proc/self/exe", "//", "/./") is used
+ * as it is. */
+static inline __attribute__((always_inline)) int map_path(int dirfd, const char *path, char *buf,
+                                                          unsigned how, const char **out)
+{
+    *out = path;
+    if (LIKELY(path && path[0] == '/')) {
+        if (LIKELY(!may_map[(unsigned char)path[1]]))
+            return 0;
+        /* a plain path under a mapping that this call does not write to */
+        const struct pm_map *m;
+        if (LIKELY(pm_to_host(&T, path, buf, PM_PATH_MAX, &m) == PM_MAPPED) &&
+            (!(m->flags & PM_RO) || !(how & (F_WRITE | F_CREATE | F_OCREAT | F_WACCESS)))) {
+            *out = buf;
+            return 0;
+        }
+    }
+    return map_path_slow(dirfd, path, buf, how, out);
 }
 
 #define RETRY_ERRNO(e) ((e) == ENOENT || (e) == ENOTDIR || (e) == EACCES)

@@ -221,6 +221,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (r == PM_RESOLVE)
         ASSERT(pm_has_dotdot(path));
+    /* the fast spelling check picks what the component-wise match picks */
+    if (r >= 0) {
+        const char *rest = NULL;
+        ASSERT(pm_match(&table, path, &rest) == m);
+        if (r == PM_MAPPED || r == PM_RESOLVE) {
+            ASSERT(strcmp(host + m->to_len, rest) == 0);
+            ASSERT(strncmp(host, m->to, m->to_len) == 0);
+        }
+    }
     r = pm_to_sandbox(&table, path, back, PM_PATH_MAX);
     ASSERT(r == 0 || r == 1 || r == -ENAMETOOLONG);
     if (r == 1)

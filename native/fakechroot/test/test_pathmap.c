@@ -157,6 +157,9 @@ static void test_translate(void)
     /* longest match wins */
     CHECK(pm_to_host(&T, "/home/u/work/f", out, sizeof out, &m) == PM_MAPPED);
     CHECK_STR(out, "/home/u/work/f");
+    CHECK(pm_to_host(&T, "/home/u//work/f", out, sizeof out, &m) == PM_MAPPED);
+    CHECK_STR(out, "/home/u/work/f"); /* the nested mapping, however spelled */
+    CHECK(T.map[1].nested && !T.map[2].nested && !T.map[0].nested);
     CHECK(pm_to_host(&T, "/home/u/other", out, sizeof out, &m) == PM_MAPPED);
     CHECK_STR(out, "/e/dir/other");
     CHECK(m && (m->flags & PM_RO));
