@@ -227,9 +227,11 @@ def engines_for_nobody() -> dict[str, str]:
 
 
 def packed_spec(root: StoreRoot, engine: str, *, provisioner: str = TEST_PROVISIONER,
-                interrupt_mode: str = "signal", **config: Any) -> dict[str, Any]:
+                interrupt_mode: str = "signal", pythonpath: tuple[str, ...] | list[str] = (),
+                **config: Any) -> dict[str, Any]:
     """A kernel.json like ``nbsandbox kernel install`` writes, run by ``provisioner``."""
-    spec = kernel_json(root, engine=engine, interrupt_mode=interrupt_mode)
+    spec = kernel_json(root, engine=engine, interrupt_mode=interrupt_mode,
+                       pythonpath=pythonpath)
     prov = spec["metadata"]["kernel_provisioner"]
     prov["provisioner_name"] = provisioner
     prov["config"].update(config)
