@@ -378,6 +378,20 @@ def test_store_is_read_only(engine, mini_store, tmp_path):
     assert one(proc, "access") == "error EROFS"
     assert (mini_store.path / f"gnu/store/{SCRIPTS}/data.txt").exists()
     assert not (mini_store.path / f"gnu/store/{SCRIPTS}/new").exists()
+    # relative paths from a working directory inside the store, too
+    proc = run(engine, mini_store, PROBE_BIN,
+               ["write", "new-rel", ",", "mkdir", "bin", ",", "mkdir", "newdir", ",",
+                "unlink", "data.txt", ",", "rename", "data.txt", "moved", ",", "cat", "data.txt",
+                ",", "write", f"../../../../../../../..{tmp_path}/escaped"],
+               cwd=f"{P}/{SCRIPTS}")
+    # ".." out of the store lands on the host, as in a mount namespace
+    assert lines(proc, "write") == ["error EROFS", "ok"]
+    assert (tmp_path / "escaped").exists()
+    assert lines(proc, "mkdir") == ["error EEXIST", "error EROFS"]
+    assert one(proc, "unlink") == "error EROFS"
+    assert one(proc, "rename") == "error EROFS"
+    assert one(proc, "cat") == "store data"
+    assert not (mini_store.path / f"gnu/store/{SCRIPTS}/new-rel").exists()
 
 
 def test_dlopen_by_path_and_soname(engine, mini_store):

@@ -11,6 +11,7 @@ host without user namespaces.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import textwrap
 
@@ -71,6 +72,25 @@ out["spawn"] = os.waitstatus_to_exitcode(os.waitpid(os.posix_spawnp(
     "python3", ["python3", "-c", "raise SystemExit(5)"], os.environ), 0)[1])
 out["env"] = run(["/usr/bin/env"])
 out["ls"] = run(["/bin/ls", "-d", "/etc"])
+# NSS: glibc dlopen()s its modules itself ("files" is built into libc since
+# 2.34, so ask for "compat"); the audit module finds them in the store
+import pwd
+libc.__nss_configure_lookup(b"passwd", b"compat")
+out["pwd"] = pwd.getpwuid(0).pw_name
+with open("/proc/self/maps") as f:
+    out["nss"] = sorted({line.split()[-1] for line in f if "libnss_compat" in line})
+fd = os.open(sys.prefix + "/lib/python3.11/os.py", os.O_RDONLY)
+out["fdlink"] = os.readlink(f"/proc/self/fd/{fd}")
+os.close(fd)
+# threads: translation and spawning are thread-safe
+from concurrent.futures import ThreadPoolExecutor
+def work(i):
+    for _ in range(50):
+        os.stat(sys.executable)
+    p = subprocess.run([sys.executable, "-c", f"print({i})"], capture_output=True, text=True)
+    return p.stdout.strip()
+with ThreadPoolExecutor(8) as pool:
+    out["threads"] = list(pool.map(work, range(16)))
 os.chdir(sys.prefix + "/lib")
 out["cwd"] = os.getcwd()
 out["relative"] = os.path.exists("python3.11/os.py")
@@ -80,6 +100,12 @@ try:
     open(sys.prefix + "/new-file", "w")
 except OSError as exc:
     out["write"] = exc.errno
+import shutil
+try:
+    shutil.rmtree(sys.prefix + "/lib/python3.11/json")  # unlinkat relative to a dir_fd
+except OSError as exc:
+    out["rmtree"] = exc.errno
+out["json"] = os.path.exists(sys.prefix + "/lib/python3.11/json/__init__.py")
 print(json.dumps(out))
 """
 
@@ -120,6 +146,11 @@ def test_packed_python(engine, python_pack, no_userns):
     assert out["popen"] == f"{prefix}/lib"
     assert not [k for k in out["environ"] if k.startswith(("NBS_FC_", "LD_"))]
     assert out["write"] == 30  # EROFS
+    assert out["rmtree"] == 30 and out["json"] is True
+    assert out["pwd"] == "root"
+    assert out["nss"] and all(p.startswith(os.fspath(root.store_dir)) for p in out["nss"])
+    assert out["fdlink"] == f"{prefix}/lib/python3.11/os.py"
+    assert out["threads"] == [str(i) for i in range(16)]
 
 
 def test_exit_codes_and_signals_are_pythons(engine, python_pack):

@@ -137,10 +137,10 @@ static void resolve_all(void)
 /* ------------------------------------------------------------------------ */
 /* init */
 
-static void say(const char *a, const char *b, const char *c)
+static void say(const char *a, const char *b, const char *c, const char *d)
 {
-    const char *parts[4] = {"nbsandbox: fakechroot: ", a, b, c};
-    for (int i = 0; i < 4; i++) {
+    const char *parts[5] = {"nbsandbox: fakechroot: ", a, b, c, d};
+    for (int i = 0; i < 5; i++) {
         if (parts[i])
             (void)!nbs_write(2, parts[i], pm_strlen(parts[i]));
     }
@@ -194,12 +194,12 @@ static void do_init(void)
     if (!cfg)
         return;
     if (pm_copy(config_var, sizeof config_var, cfg) < 0) {
-        say("configuration too long; paths will not be translated", 0, 0);
+        say("configuration too long; paths will not be translated", 0, 0, 0);
         return;
     }
     const char *text = config_var + sizeof PM_ENV_CONFIG - 1;
     if (pm_config_parse(&T, text, pm_strlen(text)) < 0) {
-        say("invalid configuration; paths will not be translated", 0, 0);
+        say("invalid configuration; paths will not be translated", 0, 0, 0);
         return;
     }
     if (exe && *exe == '/' && pm_copy(exe_sbx, sizeof exe_sbx, exe) == 0) {
@@ -221,7 +221,7 @@ static void do_init(void)
         if (r == 0 && (!REAL(chdir) || real_chdir(host) < 0))
             r = -errno;
         if (r < 0) {
-            say("cannot change to directory ", cwd, r == -ENOENT ? ": no such directory" : "");
+            say("cannot change to directory ", cwd, ": ", strerror(-r));
             _exit(125);
         }
     }
@@ -419,12 +419,22 @@ static int map_path_slow(int dirfd, const char *path, char *buf, unsigned how, c
         *out = buf;
         return 0;
     }
-    if (LIKELY(!pm_has_dotdot(path)))
+    /* A relative path is right as it is (the working directory really is the
+     * host directory) unless it has a ".." that may leave a mapping, or it
+     * is written to from inside a read-only mapping.  Only then does it cost
+     * a system call (getcwd or readlink of /proc/self/fd/N). */
+    int writes = (how & (F_WRITE | F_CREATE | F_OCREAT | F_WACCESS)) != 0;
+    int dotdot = pm_has_dotdot(path);
+    if (LIKELY(!writes && !dotdot))
         return 0;
-    /* A relative path with "..": right as it is unless it starts in a mapping. */
     char base[PM_PATH_MAX], joined[PM_PATH_MAX];
     const struct pm_map *m;
-    if (base_dir(dirfd, base, sizeof base) < 0 || !pm_match(&T, base, 0))
+    if (base_dir(dirfd, base, sizeof base) < 0)
+        return 0;
+    const struct pm_map *bm = pm_match(&T, base, 0);
+    if (!bm && !pm_ancestor_of(&T, base, pm_strlen(base)))
+        return 0;
+    if (!dotdot && !(bm && (bm->flags & PM_RO)))
         return 0;
     int r = pm_join(joined, sizeof joined, base, path);
     if (r == 0)
@@ -690,10 +700,25 @@ EXPORT FILE *freopen64(const char *path, const char *mode, FILE *stream)
 /* stat: raw system calls, the same on every glibc (stat became a real symbol
  * only in 2.33; before, programs call __xstat) */
 
-static int do_fstatat(int dirfd, const char *path, struct stat *st, int flags)
+static __attribute__((noinline)) int fstatat_mapped(int dirfd, const char *path,
+                                                    struct stat *st, int flags)
 {
     unsigned how = (flags & AT_SYMLINK_NOFOLLOW) ? 0 : F_FOLLOW;
     SYS_CALL(dirfd, path, how, nbs_fstatat(dirfd, p, st, flags));
+}
+
+/* The stat family is the hottest: a host path is one table lookup away
+ * from the system call, with no stack buffers and no retry code inline. */
+static inline __attribute__((always_inline)) int do_fstatat(int dirfd, const char *path,
+                                                             struct stat *st, int flags)
+{
+    if (LIKELY(__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2 && path && path[0] == '/' &&
+               !may_map[(unsigned char)path[1]])) {
+        long r = nbs_fstatat(dirfd, path, st, flags);
+        if (LIKELY(r == 0))
+            return 0;
+    }
+    return fstatat_mapped(dirfd, path, st, flags);
 }
 
 static int stat_ver_ok(int ver)
