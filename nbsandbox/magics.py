@@ -32,7 +32,7 @@ from nbsandbox.policy import Policy, SandboxPolicy
 
 #: Options of ``%sandbox`` that take a value (for splitting a line magic).
 _VALUED = {"--root", "--env", "--out", "--err", "--proc", "--timeout"}
-_SOURCE = "this cell's flags"
+_SOURCE = "this cell"
 
 
 class DoctorReport:
@@ -410,6 +410,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """Register the magics (``%load_ext nbsandbox``)."""
     if "SandboxMagics" in ipython.magics_manager.registry:
         return
+    # (Magics adds itself to the shell's configurables, so %config SandboxMagics works)
     ipython.register_magics(SandboxMagics(shell=ipython, parent=ipython))
 
 
@@ -419,6 +420,8 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     magics.close()
+    if magics in ipython.configurables:
+        ipython.configurables.remove(magics)
     for kind in ("line", "cell"):
         table = ipython.magics_manager.magics[kind]
         for name in [n for n, f in table.items() if getattr(f, "__self__", None) is magics]:

@@ -521,7 +521,7 @@ class Policy:
             self.chains[name] = tuple(chain)
 
     def _set_engine(self, layer: Layer, value: str, limit: Policy) -> None:
-        self.check_engine(value, source=layer.source)
+        self.check_engine(value, source=layer.source, lock=False)  # _apply checks locks
         self.engine = value
 
     def _set_env(self, layer: Layer, value: dict[str, str], limit: Policy) -> None:
@@ -564,9 +564,14 @@ class Policy:
     def allowed(self, engine: str) -> bool:
         return self.allowed_engines is None or engine in self.allowed_engines
 
-    def check_engine(self, name: str, source: str = "the request") -> None:
+    def check_engine(self, name: str, source: str = "the request", *, lock: bool = True) -> None:
         """Raise :class:`UsageError` for an unknown name, :class:`PolicyError` for one the
-        policy does not allow (a chain none of whose engines is allowed)."""
+        policy does not allow (a chain none of whose engines is allowed, or another
+        engine than a locked one)."""
+        if lock and "engine" in self.locked and name != self.engine:
+            raise PolicyError(
+                f"{source} asks for engine {name!r}, but engine is locked to {self.engine!r} "
+                f"(SandboxPolicy.locked in {self._where('locked')})")
         chain = self.chain(name)
         members = (name,) if chain is None else chain
         if not any(self.allowed(m) for m in members):
@@ -577,9 +582,18 @@ class Policy:
                 f"{source} asks for {what}, which is not allowed: allowed engines are "
                 f"{allowed} (SandboxPolicy.allowed_engines in {self._where('allowed_engines')})")
 
-    def requested(self, explicit: str | None = None) -> str:
-        """The engine name to use: ``explicit``, else ``$NBSANDBOX_ENGINE``, else ``engine``."""
-        return explicit or os.environ.get(engines.ENV_VAR) or self.engine
+    def requested(self, explicit: str | None = None,
+                  source: str = "the request") -> tuple[str, str]:
+        """The engine name to use and who asked for it: ``explicit`` (from ``source``),
+        else ``$NBSANDBOX_ENGINE``, else the policy's ``engine``; checked."""
+        if explicit:
+            name = explicit
+        elif os.environ.get(engines.ENV_VAR):
+            name, source = os.environ[engines.ENV_VAR], f"${engines.ENV_VAR}"
+        else:
+            name, source = self.engine, f"SandboxPolicy.engine ({self._where('engine')})"
+        self.check_engine(name, source)
+        return name, source
 
     def prepare(self, plan: Any, engine: str | None = None, source: str = "the request") -> Any:
         """Choose the engine for ``plan`` within the policy and build the command.
@@ -591,8 +605,7 @@ class Policy:
         from nbsandbox.engines import Resolution
         from nbsandbox.launch import prepare
 
-        name = self.requested(engine)
-        self.check_engine(name, source)
+        name, source = self.requested(engine, source)
         chain = self.chain(name)
         if chain is None:
             return prepare(plan, name)

@@ -85,10 +85,12 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
         self._requested = {k: v for k, v in kwargs.items() if k in POLICY_TRAITS}
         super().__init__(**kwargs)
 
+    #: Who asks, in policy errors about this kernel's settings.
+    _source = "kernel.json metadata.kernel_provisioner.config"
+
     @property
-    def _source(self) -> str:
-        name = getattr(self.parent, "kernel_name", "") or "?"
-        return f"kernel {name!r} (kernel.json metadata.kernel_provisioner.config)"
+    def _label(self) -> str:
+        return f"kernel {getattr(self.parent, 'kernel_name', '') or '?'!r}"
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Build the kernel command, then wrap it in the engine's command.
@@ -103,7 +105,7 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
             self._wrap(kwargs)
         except NbsandboxError as exc:
             self.log.error("nbsandbox: %s", exc)
-            raise type(exc)(f"cannot start {self._source}: {exc}") from None
+            raise type(exc)(f"cannot start {self._label}: {exc}") from None
         return kwargs
 
     def _wrap(self, kwargs: dict[str, Any]) -> None:
@@ -137,7 +139,7 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
         self.engine_used = launch.resolution.engine.name
         self.explanation = launch.resolution.explain()
         self._root, self._plan = root, plan
-        self.log.info("nbsandbox: %s runs from %s; %s", source, root.path,
+        self.log.info("nbsandbox: %s runs from %s; %s", self._label, root.path,
                       self.explanation.replace("\n", ";"))
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:

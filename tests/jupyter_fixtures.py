@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,27 @@ def leftover_processes(sessions: list[int] | None = None) -> list[int]:
     """Live processes of the given (default: every started) kernel session."""
     return [pid for sid in (STARTED_SESSIONS if sessions is None else sessions)
             for pid in session_members(sid)]
+
+
+# -- examples in docs/ ----------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+_BLOCK = re.compile(r"<!-- (example|output): ([\w-]+) -->\n```[\w-]*\n(.*?)```", re.S)
+
+
+def doc_blocks(name: str) -> dict[str, str]:
+    """The blocks of docs/NAME marked ``<!-- example: X -->`` or ``<!-- output: X -->``
+    (keys ``example:X``, ``output:X``)."""
+    text = (DOCS / name).read_text()
+    blocks = {f"{kind}:{key}": body for kind, key, body in _BLOCK.findall(text)}
+    assert blocks, f"no examples in docs/{name}"
+    return blocks
+
+
+def matches_doc(expected: str, actual: str) -> bool:
+    """Whether ``actual`` is the documented output, ``...`` standing for any text."""
+    pattern = ".*?".join(re.escape(part) for part in expected.strip().split("..."))
+    return re.fullmatch(pattern, actual.strip(), re.S) is not None
 
 
 # -- directories ---------------------------------------------------------------------------
@@ -250,11 +272,13 @@ __all__ = [
     "STARTED_SESSIONS",
     "TEST_PROVISIONER",
     "JupyterDirs",
+    "doc_blocks",
     "engines_for_nobody",
     "jupyter_dirs",
     "kernel_root",
     "leftover_processes",
     "make_mini_root",
+    "matches_doc",
     "native_spec",
     "packed_spec",
     "shell_root",

@@ -17,7 +17,13 @@ from nbsandbox.kernelspec import PROVISIONER_NAME, connection_file_dirs
 pytest.register_assert_rewrite("jupyter_fixtures")
 pytest_plugins = ("jupyter_fixtures",)
 
-from jupyter_fixtures import NATIVE_PROVISIONER, leftover_processes, make_mini_root  # noqa: E402
+from jupyter_fixtures import (  # noqa: E402
+    NATIVE_PROVISIONER,
+    doc_blocks,
+    leftover_processes,
+    make_mini_root,
+    matches_doc,
+)
 
 CHECKOUT = str(Path(__file__).resolve().parents[1])
 
@@ -46,6 +52,36 @@ def test_install_writes_a_spec_that_names_the_provisioner_and_has_a_usable_argv(
     assert main(["kernel", "list"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("packed-py"))
     assert "ok" in line and str(kernel_root.path) in line
+
+
+def test_user_guide_install_example(jupyter_dirs, kernel_root, capsys):
+    """The console session of docs/user-guide.md, with its paths mapped to the test's."""
+    import shlex
+
+    session = doc_blocks("user-guide.md")["example:install"].splitlines()
+    to_test = {"~/packs/py": str(kernel_root.path)}
+    to_doc = {str(kernel_root.path): "/home/me/packs/py",
+              str(jupyter_dirs.data): "~/.local/share/jupyter"}
+    i = 0
+    while i < len(session):
+        command = session[i].removeprefix("$ ")
+        for doc, real in to_test.items():
+            command = command.replace(doc, real)
+        expected = []
+        i += 1
+        while i < len(session) and not session[i].startswith("$ "):
+            expected.append(session[i])
+            i += 1
+        argv = shlex.split(command)
+        assert argv[0] == "nbsandbox"
+        main(argv[1:])
+        out = capsys.readouterr().out
+        for real, doc in to_doc.items():
+            out = out.replace(real, doc)
+        for line in expected:  # each documented line is in the output (spacing aside)
+            assert any(" ".join(line.split()) == " ".join(got.split())
+                       for got in out.splitlines()), (line, out)
+    assert matches_doc("...", "")
 
 
 def test_a_root_without_ipykernel_is_refused(jupyter_dirs, shell_root, tmp_path, capsys):

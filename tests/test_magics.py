@@ -27,7 +27,12 @@ from nbsandbox.policy import ADMIN_ENV
 pytest.register_assert_rewrite("jupyter_fixtures")
 pytest_plugins = ("jupyter_fixtures",)
 
-from jupyter_fixtures import leftover_processes, native_spec  # noqa: E402
+from jupyter_fixtures import (  # noqa: E402
+    doc_blocks,
+    leftover_processes,
+    matches_doc,
+    native_spec,
+)
 
 TIMEOUT = 60
 
@@ -116,7 +121,7 @@ def test_bad_flags_unknown_root_and_forbidden_engine_are_usage_errors(ip, tmp_pa
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "nbsandbox_admin_config.json").write_text(
         json.dumps({"SandboxPolicy": {"allowed_engines": ["userns"]}}))
-    with pytest.raises(UsageError, match="this cell's flags asks for engine 'proot', which is "
+    with pytest.raises(UsageError, match="this cell asks for engine 'proot', which is "
                                          "not allowed: allowed engines are userns"):
         cell(ip, "proot", "true")
 
@@ -218,6 +223,46 @@ def test_each_available_engine_runs_a_cell(ip, engine, capsys):
         pytest.skip(probe.reason)
     cell(ip, engine, 'echo "$BASH"; exit 0')
     assert capsys.readouterr().out.startswith("/gnu/store/")
+
+
+# -- the examples of docs/user-guide.md and docs/admin-guide.md ---------------------------------
+
+
+def test_user_guide_examples(ip, shell_root, kernel_root, capsys):
+    from traitlets.config import Config
+
+    from nbsandbox.magics import SandboxMagics, unload_ipython_extension
+
+    blocks = doc_blocks("user-guide.md")
+    config = Config()
+    exec(blocks["example:magics-config"], {"c": config})
+    assert config.InteractiveShellApp.extensions == ["nbsandbox"]
+    policy = SandboxMagics(shell=ip, config=config).effective_policy()
+    assert policy.default_root == "tools" and set(policy.roots) == {"tools", "py"}
+
+    # the same names, pointing at the test's packs
+    ip.run_line_magic("unload_ext", "nbsandbox")
+    config.SandboxMagics.roots = {"tools": str(shell_root.path), "py": str(kernel_root.path)}
+    ip.register_magics(SandboxMagics(shell=ip, config=config))
+    try:
+        for name in ("hello", "engine", "engine-check", "line", "bg", "bg-check"):
+            ip.run_cell(blocks[f"example:{name}"]).raise_error()
+            out = capsys.readouterr().out
+            if f"output:{name}" in blocks:
+                assert matches_doc(blocks[f"output:{name}"], out), (name, out)
+    finally:
+        unload_ipython_extension(ip)
+        ip.run_line_magic("load_ext", "nbsandbox")
+
+
+def test_admin_guide_root_refusal(ip, tmp_path):
+    blocks = doc_blocks("admin-guide.md")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "nbsandbox_admin_config.json").write_text(blocks["example:admin-json"])
+    with pytest.raises(UsageError) as info:
+        cell(ip, "--root ~/mypack", "true")
+    message = "UsageError: " + str(info.value).replace(str(tmp_path / "etc"), "/etc/jupyter")
+    assert message == blocks["output:admin-root-refusal"].strip()
 
 
 # -- through a real kernel, as nobody ------------------------------------------------------------

@@ -12,6 +12,7 @@ from nbsandbox.errors import EngineUnavailable, UsageError
 from nbsandbox.policy import (
     ADMIN_BASENAME,
     ADMIN_ENV,
+    POLICY_TRAITS,
     Layer,
     Policy,
     PolicyError,
@@ -57,9 +58,9 @@ def test_administrator_restricts_engines_and_a_request_cannot_loosen(monkeypatch
     path = admin(monkeypatch, tmp_path, {"allowed_engines": ["userns", "fakechroot"]})
     policy = SandboxPolicy()
     with pytest.raises(PolicyError) as info:
-        policy.effective_policy({"engine": "proot"}, "this cell's flags")
+        policy.effective_policy({"engine": "proot"}, "this cell")
     msg = str(info.value)
-    assert msg.startswith("this cell's flags asks for engine 'proot', which is not allowed")
+    assert msg.startswith("this cell asks for engine 'proot', which is not allowed")
     assert "allowed engines are userns, fakechroot" in msg
     assert f"SandboxPolicy.allowed_engines in the administrator's {path}" in msg
     assert "\n" not in msg
@@ -259,3 +260,75 @@ class _Program:
 class _Plan:
     root = None
     program = "/gnu/store/x/bin/prog"
+
+
+# -- the examples of docs/admin-guide.md --------------------------------------------------------
+
+
+def doc_blocks(name: str) -> dict[str, str]:
+    from jupyter_fixtures import doc_blocks as blocks  # imported late: a pytest plugin too
+
+    return blocks(name)
+
+
+def _admin_example(tmp_path, block: str, suffix: str) -> None:
+    (tmp_path / "etc").mkdir(exist_ok=True)
+    (tmp_path / "etc" / f"{ADMIN_BASENAME}{suffix}").write_text(block)
+
+
+def test_admin_guide_json_example(tmp_path):
+    _admin_example(tmp_path, doc_blocks("admin-guide.md")["example:admin-json"], ".json")
+    p = SandboxPolicy().effective_policy()
+    assert p.allowed_engines == ("userns", "fakechroot") and p.engine == "performance"
+    assert p.isolate_home and not p.allow_other_roots and p.default_root == "py311"
+    assert p.filter_env({"LANG": "C", "HTTPS_PROXY": "p", "AWS_SECRET": "s"}) == {
+        "LANG": "C", "HTTPS_PROXY": "p"}
+    with pytest.raises(PolicyError, match=r"terminate_timeout = 60\.0, but the maximum is 5\.0"):
+        SandboxPolicy().effective_policy({"terminate_timeout": 60.0})
+
+
+def test_admin_guide_python_and_locking_examples(tmp_path, monkeypatch):
+    blocks = doc_blocks("admin-guide.md")
+    _admin_example(tmp_path, blocks["example:admin-py"], ".py")
+    p = SandboxPolicy().effective_policy()
+    assert p.hide == ("/etc/ssh", "/srv/secrets") and not p.allow_user_binds
+    with pytest.raises(PolicyError, match="engine is locked to 'userns'"):
+        p.check_engine("fakechroot", "this cell")
+    (tmp_path / "etc" / f"{ADMIN_BASENAME}.py").unlink()
+
+    _admin_example(tmp_path, blocks["example:admin-locked"], ".json")
+    p = SandboxPolicy().effective_policy()
+    with pytest.raises(PolicyError) as info:
+        p.check_engine("proot", "this cell")
+    assert str(info.value).startswith("this cell asks for engine 'proot', but engine is locked "
+                                      "to 'userns' (SandboxPolicy.locked in the administrator's")
+    assert p.requested(None) == ("userns", f"SandboxPolicy.engine (the administrator's "
+                                           f"{tmp_path}/etc/{ADMIN_BASENAME}.json)")
+    monkeypatch.setenv(engines.ENV_VAR, "proot")
+    with pytest.raises(PolicyError, match=r"\$NBSANDBOX_ENGINE asks for engine 'proot', but"):
+        p.requested(None)
+    with pytest.raises(PolicyError, match="engine = 'proot', but engine is locked"):
+        SandboxPolicy().effective_policy({"engine": "proot"})
+
+
+def test_admin_guide_server_config_example():
+    from nbsandbox.provisioner import SandboxProvisioner
+
+    config = Config()
+    exec(doc_blocks("admin-guide.md")["example:server-config"], {"c": config})
+    p = SandboxProvisioner(config=config).effective_policy()
+    assert p.isolate_home and p.env == {"OMP_NUM_THREADS": "4"}
+
+
+def test_configuration_reference_is_generated_from_the_traits():
+    """docs/configuration.md is what tools/gen_config_docs.py makes of the help texts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "gen_config_docs.py"
+    proc = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for name in POLICY_TRAITS:
+        assert f"### `SandboxPolicy.{name}`" in (tool.parents[1] / "docs" / "configuration.md"
+                                                 ).read_text()

@@ -26,7 +26,7 @@ from nbsandbox.provisioner import inner_command
 pytest.register_assert_rewrite("jupyter_fixtures")
 pytest_plugins = ("jupyter_fixtures",)
 
-from jupyter_fixtures import leftover_processes, packed_spec  # noqa: E402
+from jupyter_fixtures import doc_blocks, leftover_processes, packed_spec  # noqa: E402
 
 ENGINES = ("userns", "fakechroot", "proot")
 TIMEOUT = 60  # seconds for a kernel to answer (proot is slow)
@@ -92,12 +92,11 @@ class PackedKernelTests(jupyter_kernel_test.KernelTests):
     code_inspect_sample = "zip"
     code_clear_output = "from IPython.display import clear_output; clear_output()"
 
+    __test__ = False  # collected through the subclasses below
     engine = ""
 
     @classmethod
     def setUpClass(cls) -> None:
-        if not cls.engine:
-            raise unittest.SkipTest("base class")
         why = _SPECS.get(cls.engine)
         if why:
             raise unittest.SkipTest(why)
@@ -138,14 +137,17 @@ def _packed_specs(jupyter_dirs, kernel_root, engines_for_nobody):
 
 
 class TestUserns(PackedKernelTests):
+    __test__ = True
     engine = "userns"
 
 
 class TestFakechroot(PackedKernelTests):
+    __test__ = True
     engine = "fakechroot"
 
 
 class TestProot(PackedKernelTests):
+    __test__ = True
     engine = "proot"
     # IPython writes history from a background thread and does not flush it before a
     # search; under PRoot's slow system calls the search often runs first.
@@ -255,6 +257,22 @@ def test_kernel_json_asking_for_a_forbidden_engine_is_refused(
     assert "'proot'" in message and "allowed engines are userns" in message
     assert str(admin) in message and "kernel.json" in message
     assert not km.has_kernel
+
+
+def test_admin_guide_refusal_is_what_the_front_end_shows(jupyter_dirs, kernel_root, tmp_path,
+                                                         monkeypatch):
+    blocks = doc_blocks("admin-guide.md")
+    etc = tmp_path / "etc" / "jupyter"
+    etc.mkdir(parents=True)
+    policy = json.loads(blocks["example:admin-json"])
+    policy["SandboxPolicy"]["roots"]["py311"] = str(kernel_root.path)
+    (etc / "nbsandbox_admin_config.json").write_text(json.dumps(policy))
+    monkeypatch.setattr("nbsandbox.policy.system_config_dirs", lambda: [str(etc)])
+    name = jupyter_dirs.write_spec("py-proot", packed_spec(kernel_root, "proot"))
+    with pytest.raises(PolicyError) as info:
+        KernelManager(kernel_name=name).start_kernel()
+    shown = str(info.value).replace(str(etc), "/etc/jupyter")
+    assert shown == blocks["output:admin-refusal"].strip()
 
 
 def test_kernel_json_may_not_turn_off_the_administrators_isolated_home(
