@@ -79,6 +79,21 @@ def _copy(src: str | Path, dest: Path, mode: int = 0o755) -> Path:
     return dest
 
 
+def _move_program_headers(path: Path) -> None:
+    """Put a copy of the program header table at the end of the file (past
+    the first 4 KiB) and point e_phoff at it, as a linker may."""
+    data = bytearray(path.read_bytes())
+    phoff = int.from_bytes(data[32:40], "little")
+    size = int.from_bytes(data[54:56], "little") * int.from_bytes(data[56:58], "little")
+    table = data[phoff:phoff + size]
+    data += b"\0" * (-len(data) % 8)
+    new = len(data)
+    assert new > 4096
+    data += table
+    data[32:40] = new.to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+
+
 def build_mini_store(base: Path) -> MiniStore:
     root = base / "root"
     store = root / P.lstrip("/")
@@ -96,7 +111,7 @@ def build_mini_store(base: Path) -> MiniStore:
     src.write_text("int nbs_test_value(void) { return 42; }\n")
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(testlib), str(src)], check=True)
     _patch(_copy("/bin/dash", store / DASH / "bin" / "sh"), rpath=rpath)
-    for name in ("ls", "env", "true"):
+    for name in ("ls", "env", "true", "find", "rm"):
         host = shutil.which(name, path="/bin:/usr/bin")
         assert host, name
         _patch(_copy(host, store / CORE / "bin" / name), rpath=rpath)
@@ -104,6 +119,10 @@ def build_mini_store(base: Path) -> MiniStore:
     probe.parent.mkdir(parents=True)
     subprocess.run(["cc", "-O1", "-o", str(probe), str(PROBE_SRC)], check=True)
     _patch(probe, rpath=rpath)
+    far = store / PROBE / "bin" / "probe-far-phdrs"
+    shutil.copyfile(probe, far)
+    _move_program_headers(far)
+    os.chmod(far, 0o755)
     static = store / STATIC / "bin" / "hello"
     static.parent.mkdir(parents=True)
     (base / "hello.c").write_text("int main(void) { return 0; }\n")
@@ -414,6 +433,19 @@ def test_gconv_modules_come_from_the_store(engine, mini_store):
     assert one(proc, "maps").strip() == gconv
 
 
+def test_directory_walkers(engine, mini_store):
+    """find and rm -r walk with gnulib's fts (openat, fstatat, fdopendir...)."""
+    proc = run(engine, mini_store, f"{P}/{CORE}/bin/find",
+               [f"{P}/{PROFILE}/scripts/", "-name", "hello*"])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.split()) == [f"{P}/{PROFILE}/scripts/bin/hello",
+                                           f"{P}/{PROFILE}/scripts/bin/hello-arg"]
+    proc = run(engine, mini_store, f"{P}/{CORE}/bin/rm", ["-rf", f"{P}/{SCRIPTS}"])
+    assert proc.returncode == 1
+    assert "Read-only file system" in proc.stderr
+    assert (mini_store.path / f"gnu/store/{SCRIPTS}/bin/hello").exists()
+
+
 # ---------------------------------------------------------------------------
 # children
 
@@ -441,6 +473,14 @@ def test_exec_and_spawn_of_store_programs(engine, mini_store):
     proc = run(engine, mini_store, PROBE_BIN, ["exec", "/proc/self/exe", "exe", ",", "argv0"])
     assert one(proc, "exe") == PROBE_BIN
     assert one(proc, "argv0") == "/proc/self/exe"
+
+
+def test_program_headers_past_the_first_page(engine, mini_store):
+    far = f"{P}/{PROBE}/bin/probe-far-phdrs"
+    proc = run(engine, mini_store, PROBE_BIN, ["spawn", far, "exe", ",", "cwd"])
+    assert proc.returncode == 0, proc.stderr
+    assert one(proc, "exe") == far  # run through the store's ld.so, with the preload
+    assert one(proc, "spawn") == "exit 0"
 
 
 def test_scripts_run_as_the_kernel_would(engine, mini_store):

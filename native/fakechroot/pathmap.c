@@ -634,8 +634,7 @@ int pm_resolve(const struct pm_table *t, const struct pm_fs *fs, const char *pat
     char cur[PM_PATH_MAX];  /* resolved sandbox path, "" for "/" */
     char rest[PM_PATH_MAX]; /* what is left to resolve */
     char link[PM_PATH_MAX];
-    char host[PM_PATH_MAX];
-    char tmp[PM_PATH_MAX];
+    char host[PM_PATH_MAX]; /* also the untranslated link target */
     size_t clen = 0, rlen, rpos = 0;
     unsigned links = 0;
 
@@ -694,12 +693,12 @@ int pm_resolve(const struct pm_table *t, const struct pm_fs *fs, const char *pat
             const char *target = link;
             size_t tlen = (size_t)n;
             if (link[0] == '/') {
-                int s = pm_to_sandbox(t, link, tmp, sizeof tmp);
+                int s = pm_to_sandbox(t, link, host, sizeof host);
                 if (s < 0)
                     return s;
                 if (s == 1) {
-                    target = tmp;
-                    tlen = pm_strlen(tmp);
+                    target = host;
+                    tlen = pm_strlen(host);
                 }
             }
             size_t remain = rlen - rpos;

@@ -1447,23 +1447,24 @@ struct level {
     char name[PM_SHEBANG_MAX]; /* interpreter named by this level's "#!" line */
     char arg[PM_SHEBANG_MAX];
     int has_arg;
-    int mapped;              /* the file of this level is in a mapping */
-    char host[PM_PATH_MAX];  /* host path of the file of this level */
+    int mapped; /* the file of this level is in a mapping */
 };
 
+/* Everything plan_exec works out; kept small, as it lives on the stack of
+ * whoever calls execve (a vfork child runs on its parent thread's stack). */
 struct exec_plan {
     int kind;
     unsigned features;
     int nlevels;                               /* scripts before the ELF file */
     struct level lv[PM_MAX_INTERP_DEPTH + 1];  /* the last one is the ELF file */
+    char program[PM_PATH_MAX];                 /* host path of the ELF file */
     char ldso[PM_PATH_MAX];
-    char env_prog[PM_PATH_MAX];                /* "#!/usr/bin/env prog": where prog is */
     char exe_var[sizeof PM_ENV_EXE + PM_PATH_MAX];
     const char *pre[2 * PM_MAX_INTERP_DEPTH + 2];
     size_t npre;
     const char *argv0;
     const char *exec_path;
-    char str[2 * PM_PATH_MAX];
+    char str[PM_PATH_MAX + 64]; /* generated environment entries */
 };
 
 /* ld.so options by (device, inode): a small cache shared by threads (and
@@ -1471,7 +1472,7 @@ struct exec_plan {
 #define LDSO_CACHE 8
 static unsigned long ldso_cache[LDSO_CACHE];
 
-static unsigned ldso_features(const char *host)
+static __attribute__((noinline)) unsigned ldso_features(const char *host)
 {
     for (unsigned i = 0; i < T.nldso; i++) {
         if (pm_streq(T.ldso[i].host, host))
@@ -1491,7 +1492,7 @@ static unsigned ldso_features(const char *host)
             return (unsigned)(v & 0x7f);
         }
     }
-    char buf[16384 + 16];
+    char buf[4096 + 16];
     size_t keep = 0;
     unsigned f = 0;
     for (;;) {
@@ -1534,11 +1535,8 @@ static int resolve_program(const char *path, char *host, char *sbx)
     if (r < 0)
         return r;
     /* a host path into the root (fexecve, /proc/self/fd): give its sandbox name */
-    if (!pm_match(&T, sbx, 0)) {
-        char tmp[PM_PATH_MAX];
-        if (pm_to_sandbox(&T, host, tmp, sizeof tmp) == 1)
-            pm_copy(sbx, PM_PATH_MAX, tmp);
-    }
+    if (!pm_match(&T, sbx, 0) && pm_to_sandbox(&T, host, abs, sizeof abs) == 1)
+        pm_copy(sbx, PM_PATH_MAX, abs);
     return 0;
 }
 
@@ -1564,35 +1562,31 @@ static const char *env_get(char *const envp[], const char *name)
 
 /* "#!/usr/bin/env prog" with a host env: find prog on the PATH of ENVP as
  * env would.  1 and OUT set when the first match is a store program. */
-static int env_lookup(const char *prog, char *const envp[], char *out)
+static __attribute__((noinline)) int env_lookup(const char *prog, char *const envp[], char *out)
 {
     const char *path = env_get(envp, "PATH");
+    size_t pl = pm_strlen(prog);
     if (!path)
         path = "/bin:/usr/bin";
     for (const char *p = path;;) {
         const char *end = p;
         while (*end && *end != ':')
             end++;
-        char dir[PM_PATH_MAX], cand[PM_PATH_MAX], host[PM_PATH_MAX], sbx[PM_PATH_MAX];
+        char cand[PM_PATH_MAX], host[PM_PATH_MAX], sbx[PM_PATH_MAX];
         size_t dl = (size_t)(end - p);
-        if (dl == 0) {
-            dir[0] = '.';
-            dl = 1;
-        } else if (dl < sizeof dir) {
-            memcpy(dir, p, dl);
-        } else {
-            dl = 0;
-        }
-        if (dl) {
-            dir[dl] = '\0';
-            if (pm_join(cand, sizeof cand, dir, prog) == 0 &&
-                resolve_program(cand, host, sbx) == 0 && nbs_faccessat(AT_FDCWD, host, X_OK) == 0) {
-                struct stat st;
-                if (nbs_fstatat(AT_FDCWD, host, &st, 0) == 0 && S_ISREG(st.st_mode)) {
-                    if (!pm_match(&T, sbx, 0))
-                        return 0;
-                    return pm_copy(out, PM_PATH_MAX, cand) == 0;
-                }
+        if (dl + 2 + pl < sizeof cand) {
+            if (dl == 0)
+                cand[dl++] = '.'; /* an empty entry is the working directory */
+            else
+                memcpy(cand, p, dl);
+            cand[dl] = '/';
+            memcpy(cand + dl + 1, prog, pl + 1);
+            struct stat st;
+            if (resolve_program(cand, host, sbx) == 0 && nbs_faccessat(AT_FDCWD, host, X_OK) == 0 &&
+                nbs_fstatat(AT_FDCWD, host, &st, 0) == 0 && S_ISREG(st.st_mode)) {
+                if (!pm_match(&T, sbx, 0))
+                    return 0;
+                return pm_copy(out, PM_PATH_MAX, cand) == 0;
             }
         }
         if (!*end)
@@ -1612,14 +1606,54 @@ static int simple_word(const char *s)
     return 1;
 }
 
+/* Read the ELF program headers of FD into BUF (BUFSZ bytes), laid out as
+ * pm_elf_interp wants them: the header, then the table.  Patchelf may move
+ * the table past the first page. */
+static long read_elf_headers(int fd, unsigned char *buf, size_t bufsz, long n)
+{
+    if (n < 64 || bufsz < 128)
+        return n;
+    unsigned long phoff = 0, tsize;
+    for (int i = 7; i >= 0; i--)
+        phoff = (phoff << 8) | buf[32 + i];
+    tsize = (unsigned long)(buf[54] | buf[55] << 8) * (unsigned long)(buf[56] | buf[57] << 8);
+    if (phoff + tsize <= (unsigned long)n || tsize > bufsz - 64)
+        return n;
+    long r = nbs_pread(fd, buf + 64, tsize, (long)phoff);
+    if (r != (long)tsize)
+        return n;
+    for (int i = 0; i < 8; i++) /* e_phoff = 64 in the copy */
+        buf[32 + i] = i == 0 ? 64 : 0;
+    return 64 + r;
+}
+
+/* The host path of a script file in the store, for a host interpreter:
+ * resolved again, into PL->ldso (unused for host programs).  GIVEN itself
+ * when that fails or does not fit. */
+static __attribute__((noinline)) const char *script_host(struct exec_plan *pl, const char *given,
+                                                         size_t *used)
+{
+    char host[PM_PATH_MAX], sbx[PM_PATH_MAX];
+    if (resolve_program(given, host, sbx) < 0)
+        return given;
+    size_t n = pm_strlen(host);
+    if (*used + n + 1 > sizeof pl->ldso)
+        return given;
+    char *out = pl->ldso + *used;
+    memcpy(out, host, n + 1);
+    *used += n + 1;
+    return out;
+}
+
 /* Work out how to execute PATH: which file, which ld.so, which arguments
  * come from "#!" lines.  Stack and raw system calls only. */
-static int plan_exec(const char *path, char *const argv[], char *const envp[],
-                     struct exec_plan *pl)
+static __attribute__((noinline)) int plan_exec(const char *path, char *const argv[],
+                                               char *const envp[], struct exec_plan *pl)
 {
     const char *cur = path;
     char sbx[PM_PATH_MAX];
     unsigned char hdr[4096];
+    const char *given[PM_MAX_INTERP_DEPTH + 1]; /* the file name of each level */
     int depth = 0;
 
     if (!path)
@@ -1635,11 +1669,12 @@ static int plan_exec(const char *path, char *const argv[], char *const envp[],
         cur = exe_sbx;
     for (;;) {
         struct level *lv = &pl->lv[depth];
-        int r = resolve_program(cur, lv->host, sbx);
+        given[depth] = depth ? cur : path;
+        int r = resolve_program(cur, pl->program, sbx);
         if (r < 0)
             return r;
-        lv->mapped = !pm_streq(lv->host, sbx) || pm_match(&T, sbx, 0) != NULL;
-        long fd = nbs_openat(AT_FDCWD, lv->host, O_RDONLY | O_CLOEXEC, 0);
+        lv->mapped = !pm_streq(pl->program, sbx) || pm_match(&T, sbx, 0) != NULL;
+        long fd = nbs_openat(AT_FDCWD, pl->program, O_RDONLY | O_CLOEXEC, 0);
         if (fd < 0)
             break; /* e.g. execute-only: let the kernel decide */
         long n = nbs_pread((int)fd, hdr, sizeof hdr, 0);
@@ -1657,36 +1692,37 @@ static int plan_exec(const char *path, char *const argv[], char *const envp[],
                 return -ENOEXEC;
             cur = lv->name;
             if (!pm_match(&T, lv->name, 0) && pm_streq(pm_basename(lv->name), "env") &&
-                lv->has_arg && simple_word(lv->arg) && env_lookup(lv->arg, envp, pl->env_prog)) {
-                /* as env would: argv[0] is the name, the file is found on PATH */
+                lv->has_arg && simple_word(lv->arg) && env_lookup(lv->arg, envp, pl->ldso)) {
+                /* as env would: argv[0] is the name, the file is found on PATH
+                 * (pl->ldso holds it until the ELF file is reached) */
                 pm_copy(lv->name, sizeof lv->name, lv->arg);
                 lv->has_arg = 0;
-                cur = pl->env_prog;
+                pm_copy(sbx, sizeof sbx, pl->ldso);
+                cur = sbx;
             }
             depth++;
             continue;
         }
         unsigned long off = 0, len = 0;
+        n = read_elf_headers((int)fd, hdr, sizeof hdr, n);
         r = pm_elf_interp(hdr, (size_t)n, &off, &len);
-        char interp[PM_PATH_MAX];
-        if (r == 1 && len > 1 && len < sizeof interp &&
+        char *interp = (char *)hdr; /* the headers are not needed any more */
+        if (r == 1 && len > 1 && len < sizeof hdr &&
             nbs_pread((int)fd, interp, len, (long)off) == (long)len) {
             interp[len] = '\0';
             const struct pm_map *m = pm_match(&T, interp, 0);
             if (m && (m->flags & PM_STORE)) {
-                char isbx[PM_PATH_MAX];
-                r = resolve_program(interp, pl->ldso, isbx);
+                pm_copy(pl->exe_var, sizeof pl->exe_var, PM_ENV_EXE);
+                size_t pos = pm_strlen(pl->exe_var);
+                if (pm_copy(pl->exe_var + pos, sizeof pl->exe_var - pos, sbx) < 0)
+                    pl->exe_var[0] = '\0';
+                r = resolve_program(interp, pl->ldso, sbx);
                 if (r < 0) {
                     nbs_close((int)fd);
                     return r;
                 }
                 pl->kind = PM_EXEC_STORE;
                 pl->features = ldso_features(pl->ldso);
-                size_t pos = 0;
-                pm_copy(pl->exe_var, sizeof pl->exe_var, PM_ENV_EXE);
-                pos = pm_strlen(pl->exe_var);
-                if (pm_copy(pl->exe_var + pos, sizeof pl->exe_var - pos, sbx) < 0)
-                    pl->exe_var[0] = '\0';
             } else if (T.nshell && is_shell(cur, sbx)) {
                 pl->kind = PM_EXEC_HOST_PRELOAD;
             }
@@ -1695,22 +1731,25 @@ static int plan_exec(const char *path, char *const argv[], char *const envp[],
         break;
     }
     pl->nlevels = depth;
-    pl->exec_path = pl->kind == PM_EXEC_STORE ? pl->ldso : pl->lv[depth].host;
+    pl->exec_path = pl->kind == PM_EXEC_STORE ? pl->ldso : pl->program;
     /* Arguments from "#!" lines, as the kernel builds them: for scripts
-     * s0 -> i1 -> i2 -> ELF, argv is [i2-name, i2-arg, i1-name, i1-arg, s0, argv[1]...]. */
+     * s0 -> i1 -> i2 -> ELF, argv is [i2-name, i2-arg, i1-name, i1-arg, s0, argv[1]...].
+     * A host interpreter gets the host paths of script files in the store. */
     int host = pl->kind == PM_EXEC_HOST;
+    size_t used = 0;
     if (depth > 0) {
         pl->argv0 = pl->lv[depth - 1].name;
         for (int j = depth - 1; j >= 0; j--) {
             struct level *lv = &pl->lv[j];
             if (j != depth - 1) {
                 /* the file of level j+1 is an interpreter named by level j */
-                pl->pre[pl->npre++] = host && pl->lv[j + 1].mapped ? pl->lv[j + 1].host : lv->name;
+                pl->pre[pl->npre++] =
+                    host && pl->lv[j + 1].mapped ? script_host(pl, given[j + 1], &used) : lv->name;
             }
             if (lv->has_arg)
                 pl->pre[pl->npre++] = lv->arg;
         }
-        pl->pre[pl->npre++] = host && pl->lv[0].mapped ? pl->lv[0].host : path;
+        pl->pre[pl->npre++] = host && pl->lv[0].mapped ? script_host(pl, path, &used) : path;
     }
     return 0;
 }
@@ -1723,7 +1762,7 @@ struct spawn_req {
     const posix_spawnattr_t *attr;
 };
 
-#define VEC_ON_STACK 4096
+#define VEC_ON_STACK 1024
 
 static int run_exec(const char *path, char *const argv[], char *const envp[],
                     const struct spawn_req *sp)
@@ -1736,7 +1775,7 @@ static int run_exec(const char *path, char *const argv[], char *const envp[],
         .t = &T,
         .kind = pl.kind,
         .path = pl.exec_path,
-        .program = pl.lv[pl.nlevels].host,
+        .program = pl.program,
         .argv0 = pl.argv0,
         .features = pl.features,
         .pre = pl.pre,
