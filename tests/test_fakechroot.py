@@ -104,6 +104,7 @@ def build_mini_store(base: Path) -> MiniStore:
     gconv = HOST_LIB.parent.parent / "usr" / "lib" / HOST_LIB.name / "gconv"
     _copy(gconv / "gconv-modules", glibc / "gconv" / "gconv-modules", 0o644)
     _copy(gconv / "UTF-16.so", glibc / "gconv" / "UTF-16.so")
+    (glibc / "locale").mkdir()
     for name in ("libselinux.so.1", "libpcre2-8.so.0"):
         _patch(_copy(HOST_LIB / name, store / LIBS / "lib" / name), interp=False, rpath=rpath)
     testlib = store / LIBS / "lib" / "libnbstest.so"
@@ -292,7 +293,14 @@ def test_command_is_the_store_ldso_in_place(engine, mini_store):
     assert "--audit" in cmd.argv and "--preload" in cmd.argv
     assert cmd.argv[-2:] == [os.fspath(mini_store.path / PROBE_BIN.lstrip("/")), "exe"]
     assert cmd.engine == "fakechroot"
-    assert cmd.env["GCONV_PATH"] == os.fspath(mini_store.path / "gnu/store" / GLIBC / "lib/gconv")
+    glibc = os.fspath(mini_store.path / "gnu/store" / GLIBC / "lib")
+    assert cmd.env["GCONV_PATH"] == glibc + "/gconv"
+    assert cmd.env["LOCPATH"] == glibc + "/locale"
+    # the plan's own values win, with store paths translated
+    cmd = engine.command(plan_for(mini_store, PROBE_BIN, [], env={
+        "GCONV_PATH": f"/opt/gconv:{P}/{GLIBC}/lib/gconv", "LOCPATH": "/usr/lib/locale"}))
+    assert cmd.env["GCONV_PATH"] == f"/opt/gconv:{glibc}/gconv"
+    assert cmd.env["LOCPATH"] == "/usr/lib/locale"
 
 
 # ---------------------------------------------------------------------------

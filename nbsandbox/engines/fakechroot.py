@@ -153,11 +153,11 @@ class FakechrootEngine(Engine):
             raise EngineUnavailable(reason)
         audit, preload = _libraries()
         parts = [*self.preload_first, preload]
-        if any(c in part for part in parts for c in ": "):
-            # ld.so's --preload and LD_PRELOAD split lists on ':' and ' '
+        if ":" in audit or any(c in part for part in parts for c in ": "):
+            # ld.so splits --audit on ':', and --preload and LD_PRELOAD on ':' and ' '
             raise EngineUnavailable(
-                f"the preload library's path {preload!r} contains ':' or a space, which "
-                "ld.so cannot take; install nbsandbox in a path without them"
+                f"the native libraries' path {os.path.dirname(preload)!r} contains ':' or a "
+                "space, which ld.so cannot take; install nbsandbox in a path without them"
             )
         preload = ":".join(parts)
 
@@ -356,10 +356,11 @@ def _exec_chain(root: StoreRoot, program: str, argv: list[str],
     argv0 = levels[-1][0]
     pre: list[str] = []
     for j in range(len(levels) - 1, -1, -1):
+        name, arg = levels[j]
         if j != len(levels) - 1:
-            pre.append(levels[j][0])
-        if levels[j][1] is not None:
-            pre.append(levels[j][1])  # type: ignore[arg-type]
+            pre.append(name)
+        if arg is not None:
+            pre.append(arg)
     pre.append(program)
     return argv0, pre, current
 
