@@ -268,11 +268,7 @@ def test_admin_guide_root_refusal(ip, tmp_path):
 # -- through a real kernel, as nobody ------------------------------------------------------------
 
 
-@pytest.fixture(params=["signal", "message"])
-def native_kernel(request, jupyter_dirs, shell_root, engines_for_nobody):
-    if engines_for_nobody.get("userns"):
-        pytest.skip(f"userns does not work here: {engines_for_nobody['userns']}")
-    mode = request.param
+def _start_native(jupyter_dirs, shell_root, mode: str):
     name = jupyter_dirs.write_spec(f"native-{mode}", native_spec(mode))
     km = KernelManager(kernel_name=name)
     km.start_kernel(env={**os.environ, "NBSANDBOX_ROOT": str(shell_root.path),
@@ -282,10 +278,36 @@ def native_kernel(request, jupyter_dirs, shell_root, engines_for_nobody):
     kc.wait_for_ready(timeout=TIMEOUT)
     reply = kc.execute_interactive("%load_ext nbsandbox", timeout=TIMEOUT)
     assert reply["content"]["status"] == "ok"
+    return km, kc
+
+
+@pytest.fixture(params=["signal", "message"])
+def native_kernel(request, jupyter_dirs, shell_root, engines_for_nobody):
+    if engines_for_nobody.get("userns"):
+        pytest.skip(f"userns does not work here: {engines_for_nobody['userns']}")
+    km, kc = _start_native(jupyter_dirs, shell_root, request.param)
     yield km, kc
     kc.stop_channels()
     km.shutdown_kernel(now=True)
     assert leftover_processes([km.provisioner.pid] if km.provisioner.pid else []) == []
+
+
+def test_background_runs_end_when_the_kernel_exits(jupyter_dirs, shell_root,
+                                                   engines_for_nobody):
+    if engines_for_nobody.get("userns"):
+        pytest.skip(f"userns does not work here: {engines_for_nobody['userns']}")
+    km, kc = _start_native(jupyter_dirs, shell_root, "signal")
+    out: list[str] = []
+    # the background sleep is not the run's top process: only the exit hook stops it
+    kc.execute_interactive("%%sandbox userns --bg --out o\necho $$; sleep 300 & wait",
+                           timeout=TIMEOUT)
+    kc.execute_interactive("print(o.readline().decode().strip())", timeout=TIMEOUT,
+                           output_hook=lambda m: out.append(m["content"].get("text", "")))
+    pid = int("".join(out))
+    assert session_members(pid)
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)  # a graceful exit runs the extension's exit hook
+    assert session_members(pid) == []
 
 
 def test_magic_in_a_kernel_streams_output_and_stops_the_tree_on_interrupt(native_kernel):
