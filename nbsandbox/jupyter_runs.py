@@ -55,8 +55,23 @@ class Timeouts:
     kill: float = 2.0
 
 
+def _launcher() -> str | None:
+    from nbsandbox.native import native_path
+
+    try:
+        return os.path.realpath(native_path("nbs-launch"))
+    except Exception:  # not built: then there are no janitors either
+        return None
+
+
 def session_members(sid: int) -> list[int]:
-    """PIDs of the live processes whose session id is ``sid`` (from ``/proc``)."""
+    """PIDs of the live processes whose session id is ``sid`` (from ``/proc``).
+
+    Janitors of ``nbs-launch supervise`` are left out: they remove an engine's
+    scratch directory once the engine is gone, then exit by themselves, and must
+    not be killed (they lead a process group of their own and run ``nbs-launch``).
+    """
+    launcher = _launcher()
     members = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -68,9 +83,20 @@ def session_members(sid: int) -> list[int]:
             continue
         fields = stat[stat.rfind(b")") + 2:].split()
         # fields: state ppid pgrp session ...; zombies are already dead
-        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != b"Z":
-            members.append(int(entry))
+        if len(fields) <= 3 or int(fields[3]) != sid or fields[0] == b"Z":
+            continue
+        pid = int(entry)
+        if launcher and int(fields[2]) == pid != sid and _exe(pid) == launcher:
+            continue  # a janitor
+        members.append(pid)
     return members
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.path.realpath(f"/proc/{pid}/exe")
+    except OSError:
+        return None
 
 
 def signal_session(sid: int, signum: int) -> int:

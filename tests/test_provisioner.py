@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import tempfile
 import time
 import unittest
 
@@ -229,16 +231,40 @@ def test_restart_then_shutdown_leave_no_process(packed_kernel):
     assert not os.path.exists(connection_file)
 
 
-@pytest.mark.parametrize("packed_kernel", [("userns", "signal")], indirect=True)
-def test_immediate_shutdown_leaves_no_process(packed_kernel):
+def _scratch_dirs() -> set[str]:
+    """Scratch directories of supervised engines (PRoot's temporary files)."""
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"nbsandbox-{os.getuid()}-*")))
+
+
+@pytest.fixture
+def no_scratch_left():
+    before = _scratch_dirs()
+    yield
+    deadline = time.monotonic() + 5  # the janitor removes them once the engine is gone
+    while _scratch_dirs() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _scratch_dirs() - before == set()
+
+
+@pytest.mark.parametrize("packed_kernel", [("userns", "signal"), ("proot", "signal")],
+                         indirect=True, ids=["userns", "proot"])
+def test_immediate_shutdown_leaves_no_process_and_no_file(no_scratch_left, packed_kernel):
     km, kc = packed_kernel
     sid = km.provisioner.pid
-    msg_id = kc.execute("import subprocess; p = subprocess.Popen(['sleep', '300']); "
-                        "import time; time.sleep(60)")
+    kc.execute("import subprocess; p = subprocess.Popen(['sleep', '300']); "
+               "import time; time.sleep(60)")
     time.sleep(1)
     km.shutdown_kernel(now=True)
     assert leftover_processes([sid]) == []
-    assert msg_id
+
+
+@pytest.mark.parametrize("packed_kernel", [("proot", "signal")], indirect=True)
+def test_graceful_shutdown_under_proot_leaves_no_file(no_scratch_left, packed_kernel):
+    km, kc = packed_kernel
+    sid = km.provisioner.pid
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+    assert leftover_processes([sid]) == []
 
 
 # -- policy and failures --------------------------------------------------------------------------
