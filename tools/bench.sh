@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks: every engine that works here, side by side with the native
 # program and the peer tools, in one run.  Results in benchmarks/results/.
+#   1. benchmarks/run.py: start-up, metadata walk, CPU loop, stat() per call;
+#   2. benchmarks/kernel_start.py: packed kernel start to first executed cell.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/bootstrap.sh
-exec .venv/bin/python benchmarks/run.py "$@"
+.venv/bin/python benchmarks/run.py "$@"
+.venv/bin/python benchmarks/kernel_start.py benchmarks/results/pack \
+    | tee benchmarks/results/kernel_start.txt

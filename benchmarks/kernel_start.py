@@ -1,6 +1,6 @@
 """Packed kernels: start to first executed cell, per engine, against the same Python natively.
 
-    python notebooks/bench_kernel_start.py ROOT [--rounds N] [--engines userns,fakechroot,...]
+    python benchmarks/kernel_start.py ROOT [--rounds N] [--engines userns,fakechroot,...]
 
 ROOT is a pack of the Python environment running this script (e.g. the pack
 ``run_quickstart.py`` leaves in its work directory).  For each kernel -- the
