@@ -15,7 +15,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def _native_builder():
-    spec = importlib.util.spec_from_file_location("nbsandbox_native_build", HERE / "native" / "build.py")
+    build_py_file = HERE / "native" / "build.py"
+    spec = importlib.util.spec_from_file_location("nbsandbox_native_build", build_py_file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses need the module registered
     spec.loader.exec_module(module)

@@ -29,7 +29,9 @@ class Bind:
         src, sep, dst = spec.partition(":")
         dst = dst if sep else src
         if not src or not dst:
-            raise UsageError(f"bind {spec!r} is malformed; write SRC or SRC:DST with absolute paths")
+            raise UsageError(
+                f"bind {spec!r} is malformed; write SRC or SRC:DST with absolute paths"
+            )
         src = os.path.abspath(os.path.expanduser(src))
         if not dst.startswith("/"):
             raise UsageError(f"bind destination {dst!r} must be an absolute path")
