@@ -34,7 +34,7 @@ from traitlets import Unicode
 from nbsandbox.errors import NbsandboxError, UsageError
 from nbsandbox.jupyter_runs import session_members, signal_session
 from nbsandbox.kernelspec import KERNEL_VARS, PROVISIONER_NAME
-from nbsandbox.policy import POLICY_TRAITS, ROOT_ENV, SandboxPolicy
+from nbsandbox.policy import POLICY_TRAITS, ROOT_ENV, SandboxPolicy, validated
 
 __all__ = ["PROVISIONER_NAME", "SandboxProvisioner", "inner_command"]
 
@@ -82,6 +82,12 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
             raise UsageError(
                 f"kernel.json metadata.kernel_provisioner.config has unknown key(s) "
                 f"{', '.join(unknown)}; valid keys: {', '.join(sorted(own))}")
+        # Wrong types (isolate_home: "yes", engine: 3) are one-line errors that name
+        # kernel.json, not tracebacks from traitlets.
+        if "root" in kwargs and not isinstance(kwargs["root"], str):
+            raise UsageError(f"{self._source}: bad value for root: expected a string (a root "
+                             f"name or path), not {kwargs['root']!r}")
+        validated({k: v for k, v in kwargs.items() if k in POLICY_TRAITS}, self._source)
         self._requested = {k: v for k, v in kwargs.items() if k in POLICY_TRAITS}
         super().__init__(**kwargs)
 
@@ -105,6 +111,10 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
             self._wrap(kwargs)
         except NbsandboxError as exc:
             self.log.error("nbsandbox: %s", exc)
+            # LocalProvisioner.pre_launch wrote the connection file; no kernel will use it
+            cleanup = getattr(self.parent, "cleanup_connection_file", None)
+            if cleanup is not None:
+                cleanup()
             raise type(exc)(f"cannot start {self._label}: {exc}") from None
         return kwargs
 

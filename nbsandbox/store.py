@@ -118,11 +118,15 @@ class StoreRoot:
         """
         raw = os.path.expanduser(os.fspath(path))
         root = Path(os.path.abspath(raw))
-        if not root.exists():
-            raise StoreError(f"store root {root} does not exist; unpack a pack there first")
-        if not root.is_dir():
-            raise StoreError(f"store root {root} is not a directory")
-        root = root.resolve()
+        try:
+            if not root.exists():
+                raise StoreError(f"store root {root} does not exist; unpack a pack there first")
+            if not root.is_dir():
+                raise StoreError(f"store root {root} is not a directory")
+            root = root.resolve()
+        except OSError as exc:  # e.g. a path longer than PATH_MAX
+            raise StoreError(f"cannot use store root {root}: {exc.strerror or exc}; "
+                             "give the path of an unpacked pack") from None
         metadata = PackMetadata.read(root)
         if prefix is not None:
             prefix = normalize_prefix(prefix)
