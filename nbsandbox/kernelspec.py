@@ -325,18 +325,13 @@ def connection_file_dirs(argv: list[str]) -> list[str]:
 
 def run_kernel_launch(args: argparse.Namespace) -> int:
     from nbsandbox.launch import exec_in_place
-    from nbsandbox.plan import Bind
+    from nbsandbox.plan import Bind, parse_env
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise UsageError("no kernel command given: nbsandbox kernel launch [options] -- "
                          "PROGRAM [ARGS...]")
-    env = {}
-    for item in args.env:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--env {item!r} is malformed; write --env NAME=VALUE")
-        env[name] = value
+    env = parse_env(args.env)
     request: dict[str, Any] = {}
     if args.isolate_home:
         request["isolate_home"] = True

@@ -274,6 +274,7 @@ class SandboxMagics(Magics, SandboxPolicy):
 
     def _run(self, args: Any, *, command: list[str] | None, cell: str | None) -> None:
         from nbsandbox.errors import UsageError
+        from nbsandbox.plan import parse_env
 
         policy = self._policy_for(args)
         if args.engine is not None:
@@ -282,12 +283,7 @@ class SandboxMagics(Magics, SandboxPolicy):
             raise UsageError("--proc only applies to background runs (--bg)")
         if args.timeout is not None and args.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
-        explicit = {}
-        for item in args.env:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                raise UsageError(f"--env {item!r} is malformed; write --env NAME=VALUE")
-            explicit[name] = value
+        explicit = parse_env(args.env)
         root = policy.open_root(args.root, _SOURCE)
         program, program_args = self._program(policy, root, args, command)
         env = {**os.environ, **explicit}

@@ -40,6 +40,19 @@ class Bind:
         return cls(src, os.path.normpath(dst), read_only)
 
 
+def parse_env(items: list[str]) -> dict[str, str]:
+    """Parse ``NAME=VALUE`` assignments (``--env`` flags of the front ends)."""
+    from nbsandbox.errors import UsageError
+
+    env: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--env {item!r} is malformed; write --env NAME=VALUE")
+        env[name] = value
+    return env
+
+
 @dataclass
 class LaunchPlan:
     """Everything an engine needs to start one program from a store root.
