@@ -98,3 +98,143 @@ def world_tmpdir(base: str) -> str:
             os.chmod(path, st.st_mode | 0o755)
         path = os.path.dirname(path)
     return base
+
+
+# -- simulated hosts (tests/test_host_matrix.py, tools/host_matrix.py) --------------
+#
+# Real kernel mechanisms, installed in a ``preexec_fn`` and inherited by
+# everything the command starts: seccomp filters (denied system calls return
+# EPERM, as under a container's or a security module's policy) and user
+# namespaces.
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_ERRNO = 0x00050000
+_BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_BPF_JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_BPF_RET_K = 0x06  # BPF_RET | BPF_K
+
+#: (AUDIT_ARCH_*, {name: number}) of the system calls the simulations deny.
+_SYSCALLS: dict[str, tuple[int, dict[str, int]]] = {
+    "x86_64": (0xC000003E, {
+        "write": 1, "ptrace": 101, "pivot_root": 155, "mount": 165, "umount2": 166,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
+        "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+    }),
+    "aarch64": (0xC00000B7, {
+        "write": 64, "ptrace": 117, "pivot_root": 41, "mount": 40, "umount2": 39,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
+        "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+    }),
+}
+
+#: The system calls that create or change mounts.
+MOUNT_SYSCALLS = ("mount", "umount2", "pivot_root", "open_tree", "move_mount", "fsopen",
+                  "fsconfig", "fsmount", "fspick", "mount_setattr")
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def seccomp_supported() -> bool:
+    """Whether :func:`seccomp_program` knows this machine's system call numbers."""
+    import platform
+
+    return platform.machine() in _SYSCALLS
+
+
+def seccomp_program(deny: Sequence[str] = (), *, deny_write_of: int | None = None
+                    ) -> list[tuple[int, int, int, int]]:
+    """A classic BPF seccomp program: the system calls ``deny`` fail with EPERM.
+
+    ``deny_write_of``: ``write(2)`` of exactly that many bytes to a descriptor
+    other than 0, 1 and 2 fails with EPERM too (see :func:`map_write_denied`).
+    Other architectures' system calls (a 32-bit program) are allowed.
+    """
+    import platform
+
+    arch, numbers = _SYSCALLS[platform.machine()]
+    eperm = SECCOMP_RET_ERRNO | 1
+    prog: list[tuple[int, int, int, int]] = [(_BPF_LD_W_ABS, 0, 0, 4)]  # seccomp_data.arch
+    checks = [numbers[name] for name in deny]
+    # arch != ours -> allow (jump to the final ALLOW)
+    tail = len(checks) * 2 + (6 if deny_write_of is not None else 0)
+    prog.append((_BPF_JEQ_K, 0, 1 + tail, arch))
+    prog.append((_BPF_LD_W_ABS, 0, 0, 0))  # seccomp_data.nr
+    for nr in checks:
+        prog.append((_BPF_JEQ_K, 0, 1, nr))
+        prog.append((_BPF_RET_K, 0, 0, eperm))
+    if deny_write_of is not None:
+        prog += [
+            (_BPF_JEQ_K, 0, 5, numbers["write"]),
+            (_BPF_LD_W_ABS, 0, 0, 16),  # args[0] (fd), low word
+            (_BPF_JGE_K, 0, 3, 3),
+            (_BPF_LD_W_ABS, 0, 0, 32),  # args[2] (count), low word
+            (_BPF_JEQ_K, 0, 1, deny_write_of),
+            (_BPF_RET_K, 0, 0, eperm),
+        ]
+    prog.append((_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+    return prog
+
+
+def install_seccomp(program: list[tuple[int, int, int, int]]) -> None:
+    """Install a seccomp filter on the calling thread (and all it will exec)."""
+    filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
+    fprog = _SockFprog(len(program), filters)
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_SECCOMP): {os.strerror(err)}")
+
+
+def map_write_length(uid: int = NOBODY) -> int:
+    """Length of the ``uid_map`` line an unprivileged launcher writes: ``"UID UID 1\\n"``."""
+    return len(f"{uid} {uid} 1\n")
+
+
+def enter_user_namespace(*, as_root: bool = True) -> None:
+    """Enter a new user namespace (and mount namespace), as ``unshare -Ur`` does.
+
+    ``as_root``: map uid/gid 0 inside to ours (a rootless container); else
+    map ours to itself.  Nested user namespaces stay possible.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    if _libc.unshare(CLONE_NEWUSER | 0x00020000) != 0:  # | CLONE_NEWNS
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWUSER): {os.strerror(err)}")
+    _write("/proc/self/setgroups", "deny")
+    inner_uid, inner_gid = (0, 0) if as_root else (uid, gid)
+    _write("/proc/self/uid_map", f"{inner_uid} {uid} 1")
+    _write("/proc/self/gid_map", f"{inner_gid} {gid} 1")
+
+
+def host_preexec(*, no_userns: bool = False, deny: Sequence[str] = (),
+                 deny_map_write: bool = False, nested: bool = False,
+                 uid: int = NOBODY) -> Callable[[], None]:
+    """A ``preexec_fn`` that simulates a host: see :data:`MOUNT_SYSCALLS` and
+    :func:`seccomp_program` for ``deny``/``deny_map_write``; ``nested`` runs the
+    command inside a user namespace of its own (uid 0 there), like a rootless
+    container.  Drops root first, like :func:`preexec`.
+    """
+    drop = preexec(no_userns=no_userns, uid=uid)
+
+    def fn() -> None:
+        drop()
+        if nested:
+            enter_user_namespace(as_root=True)
+        if deny or deny_map_write:
+            length = map_write_length(os.getuid()) if deny_map_write else None
+            install_seccomp(seccomp_program(deny, deny_write_of=length))
+
+    return fn

@@ -181,4 +181,6 @@ def resolve(
             return Resolution(name, engine, skipped)
         skipped.append((candidate, reason))
     detail = "; ".join(f"{n}: {r}" for n, r in skipped)
-    raise EngineUnavailable(f"no engine of {name!r} ({', '.join(chain)}) works here: {detail}")
+    hint = "; another engine may: see nbsandbox doctor" if name != "auto" else ""
+    raise EngineUnavailable(
+        f"no engine of {name!r} ({', '.join(chain)}) works here: {detail}{hint}")

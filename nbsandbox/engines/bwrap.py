@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from nbsandbox.engines.base import Command, Engine, Probe
 from nbsandbox.engines.supervised import report, supervise
+from nbsandbox.engines.userns import MOUNT_DENIED_HINT, mount_denied
 from nbsandbox.engines.views import mirror_entries, mount_ops, synthetic_dirs
 from nbsandbox.native import native_dir
 from nbsandbox.plan import LaunchPlan
@@ -46,8 +47,15 @@ class BwrapEngine(Engine):
             return Probe.ok(f"{bwrap} works" + (" (setuid)" if setuid else ""))
         lines = proc.stderr.strip().splitlines()
         why = lines[-1].removeprefix("bwrap: ") if lines else f"exit status {proc.returncode}"
-        return Probe.fail(f"{bwrap} cannot create its sandbox: {why} (it needs user namespaces "
-                          "or a setuid bwrap)")
+        if mount_denied(why):
+            hint = MOUNT_DENIED_HINT
+        elif "uid map" in why or "gid map" in why or "setgroups" in why:
+            hint = ("the host's security policy (e.g. AppArmor) forbids user namespace maps; "
+                    "use the fakechroot or proot engine, or a setuid bwrap")
+        else:
+            hint = ("it needs user namespaces or a setuid bwrap: use the fakechroot or proot "
+                    "engine, or ask the administrator for a setuid bwrap")
+        return Probe.fail(f"{bwrap} cannot create its sandbox: {why} ({hint})")
 
     def command(self, plan: LaunchPlan) -> Command:
         bwrap = find_bwrap()

@@ -25,7 +25,8 @@ class HostEngine(Engine):
     def refuses(self, program: ProgramInfo) -> str | None:
         root = program.root
         if root is not None and not root.present_on_host():
-            return f"the store is not present at {root.prefix} on this host"
+            return (f"the store is not present at {root.prefix} on this host; "
+                    "use another engine (auto picks one that works here)")
         return None
 
     def cannot_honour(self, plan: LaunchPlan) -> str | None:

@@ -55,7 +55,12 @@ class ProotEngine(Engine):
         if proot is None:
             return Probe.fail("proot is not installed; install it (apt-get install proot) or "
                               "put a static PRoot binary on PATH (or set NBSANDBOX_PROOT)")
+        if os.environ.get("NBSANDBOX_PROOT") == proot and not (
+                os.path.isfile(proot) and os.access(proot, os.X_OK)):
+            return Probe.fail(f"NBSANDBOX_PROOT={proot} is not an executable file; point it at "
+                              "a PRoot binary, or unset it to use proot from PATH")
         last = ""
+        denied = ""
         for seccomp in (True, False):
             try:
                 proc = self._run_probe(proot, seccomp=seccomp)
@@ -65,9 +70,14 @@ class ProotEngine(Engine):
                 self.seccomp = seccomp
                 mode = "on" if seccomp else "off (it does not work on this host)"
                 return Probe.ok(f"{proot} works; seccomp acceleration {mode}")
-            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        if "ptrace" in last.lower():
-            return Probe.fail(f"ptrace is not permitted here ({last}); a container or security "
+            lines = proc.stderr.strip().splitlines()
+            last = (lines or [f"exit status {proc.returncode}"])[-1]
+            # PRoot says why ptrace failed first, then what went wrong after it.
+            denied = denied or next((line for line in lines if "ptrace" in line.lower()
+                                     and ("not permitted" in line.lower()
+                                          or "denied" in line.lower())), "")
+        if denied:
+            return Probe.fail(f"ptrace is not permitted here ({denied}); a container or security "
                               "policy blocks it: use userns or fakechroot")
         return Probe.fail(f"{proot} does not work here: {last}")
 

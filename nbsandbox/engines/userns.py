@@ -19,6 +19,21 @@ from nbsandbox.plan import LaunchPlan
 
 PROBE_PREFIX = "/nbsandbox-probe/store"
 
+#: Added to a failed probe's reason when the namespace was made but a mount was refused.
+MOUNT_DENIED_HINT = (
+    "the host lets user namespaces be created but forbids mounts in them, e.g. by a seccomp "
+    "filter or an AppArmor/SELinux policy; use the fakechroot or proot engine: "
+    "--engine performance or auto picks one"
+)
+
+
+def mount_denied(reason: str) -> bool:
+    """Whether a namespace tool's error says that a mount operation was refused."""
+    text = reason.lower()
+    denied = "operation not permitted" in text or "permission denied" in text
+    return denied and any(word in text for word in (
+        "mount", "pivot_root", "tmpfs", "slave", "propagation", "mirroring"))
+
 _OPTION = {"store": "--store", "bind": "--bind", "ro-bind": "--ro-bind"}
 
 
@@ -61,7 +76,13 @@ class UsernsEngine(Engine):
             return Probe.ok("user namespaces work (unshare, uid map, bind mount, pivot_root)")
         lines = proc.stderr.strip().splitlines()
         reason = lines[-1] if lines else f"nbs-launch exited with {proc.returncode}"
-        return Probe.fail(reason.removeprefix("nbs-launch: "))
+        reason = reason.removeprefix("nbs-launch: ")
+        if mount_denied(reason) and "(" not in reason:
+            reason += f" ({MOUNT_DENIED_HINT})"
+        elif "use another engine" not in reason and "unshare" in reason:
+            reason += ("; use the fakechroot or proot engine (--engine performance or auto "
+                       "picks one), or ask the administrator to allow user namespaces")
+        return Probe.fail(reason)
 
     def command(self, plan: LaunchPlan) -> Command:
         store_visible = plan.root.present_on_host()
