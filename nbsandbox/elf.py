@@ -63,6 +63,7 @@ _PARSE_ERRORS = (
     UnicodeError,
     OverflowError,
     EOFError,
+    AssertionError,  # pyelftools asserts, e.g. on a DT_STRTAB that is not a string table
 )
 
 
