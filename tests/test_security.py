@@ -190,6 +190,8 @@ def test_programs_run_without_privileges(world, engine):
     assert fields["Uid"].split() == [uid] * 4
     for cap in ("CapEff", "CapPrm", "CapAmb"):
         assert int(fields[cap], 16) == 0, (cap, fields[cap])
+    if engine == "bwrap":
+        assert fields["NoNewPrivs"].strip() == "1"
 
 
 # -- never writes to a store ------------------------------------------------------------
@@ -258,6 +260,10 @@ def test_isolate_home_hides_the_users_configuration(world, engine):
     assert SECRET not in hidden.stdout + hidden.stderr
     assert "private-keys" not in hidden.stdout
     assert "GNUPGHOME=unset GIT_CONFIG_GLOBAL=unset" in hidden.stdout
+    # What the program writes to its home never reaches yours.
+    nbs_run(world, engine, "sh", "-c", 'echo x > "$HOME/created-inside"',
+            options=("--isolate-home",))
+    assert not (world.home / "created-inside").exists()
 
 
 def test_isolate_home_does_not_hide_other_variables_or_directories(world, engine):
@@ -273,15 +279,19 @@ def test_isolate_home_does_not_hide_other_variables_or_directories(world, engine
 # -- what engines isolate: nothing but the view of the store ---------------------------
 
 
+NAMESPACES = ("pid", "net", "ipc", "uts")
+
+
 def test_the_program_sees_and_can_change_the_host(world, engine):
-    """A view, not a sandbox: host files are readable and writable as the user's,
-    host processes are visible."""
+    """A view, not a sandbox: host files are readable and writable as the user's, and
+    the program shares the host's PID, network, IPC and UTS namespaces."""
     target = world.work / f"written-by-{engine}"
+    links = " ".join(f"/proc/self/ns/{n}" for n in NAMESPACES)
     r = nbs_run(world, engine, "sh", "-c",
-                f"cat /etc/passwd > /dev/null && echo hi > {target} && cat /proc/1/stat")
+                f"cat /etc/passwd > /dev/null && echo hi > {target} && readlink {links}")
     assert r.returncode == 0, r.stderr
     assert target.read_text() == "hi\n"
-    assert r.stdout.startswith("1 (")  # the host's PID 1: no PID namespace
+    assert r.stdout.split() == [os.readlink(f"/proc/self/ns/{n}") for n in NAMESPACES]
 
 
 def test_fakechroot_is_not_a_security_boundary(world):
