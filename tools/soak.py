@@ -1,0 +1,458 @@
+#!/usr/bin/env python3
+"""Soak test: many packed-kernel life cycles and concurrent sandboxed cells, then count
+what is left behind.
+
+    python tools/soak.py                          # 1000 cycles per engine (the full run)
+    python tools/soak.py --cycles 50 --engines userns proot
+    python tools/soak.py --cycles 3 --engines userns fakechroot --root ~/packs/py
+
+For each engine (default: every engine among userns, fakechroot, bwrap and proot that
+works here for the user the kernels run as):
+
+1. ``--cycles`` kernel life cycles through jupyter_client's ``KernelManager`` and the
+   nbsandbox provisioner, with a kernelspec for the packed root (as ``nbsandbox kernel
+   install`` writes it): start, execute, interrupt a sleeping cell (signal mode),
+   execute again, restart, execute, shut down;
+2. ``--concurrent`` sandboxed cells at a time (``nbsandbox run ... python3 -c ...``), half
+   of them interrupted with SIGINT to their process group while they run.
+
+Every kernel and cell carries a unique environment token.  Afterwards it counts, after
+a grace period for janitors: live processes carrying the token, new ``/tmp`` entries
+named ``nbsandbox-*``, ``proot-*`` or ``prooted-*``, connection files left in the
+(private) Jupyter runtime directory, and host mounts (``/proc/self/mountinfo``) that
+were not there before.  The expected count is zero everywhere; the exit status is 1
+otherwise (or when a cycle failed), after a summary table.
+
+When run as root, kernels and cells run as ``nobody`` (uid 65534), as engines are meant
+for users without root.  Without ``--root``, the Python running this script (which
+must have ipykernel) is packed into a temporary root first (about 15 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINES = ("userns", "fakechroot", "bwrap", "proot")
+TMP_PREFIXES = ("nbsandbox-", "proot-", "prooted-")
+TOKEN_VAR = "NBS_SOAK_TOKEN"
+NOBODY = 65534
+TIMEOUT = 60.0
+PROVISIONER = "nbsandbox-soak-provisioner"
+VERBOSE = False
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# -- running as the unprivileged user ---------------------------------------------------------
+
+
+def _drop() -> None:
+    """preexec_fn: become nobody when root (and stay dumpable, for user namespaces)."""
+    if os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        _libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
+def _user_env(home: Path, token: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    env.update({"HOME": str(home), TOKEN_VAR: token})
+    if os.getuid() == 0:
+        env["USER"] = env["LOGNAME"] = "nobody"
+    return env
+
+
+def _provisioner_class() -> type:
+    from nbsandbox.provisioner import SandboxProvisioner
+
+    class SoakProvisioner(SandboxProvisioner):
+        """The real provisioner; the kernel process runs as nobody when we are root."""
+
+        async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+            if os.getuid() == 0:
+                os.chown(self.parent.connection_file, NOBODY, NOBODY)
+                kwargs["preexec_fn"] = _drop
+            if not VERBOSE:
+                kwargs.setdefault("stderr", subprocess.DEVNULL)  # the kernels' warnings
+            return await super().launch_kernel(cmd, **kwargs)
+
+    return SoakProvisioner
+
+
+def _register_provisioner() -> None:
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    cls = _provisioner_class()
+
+    class EntryPoint:
+        name, group = PROVISIONER, "jupyter_client.kernel_provisioners"
+        value = f"{cls.__module__}:{cls.__name__}"
+
+        def load(self) -> type:
+            return cls
+
+    KernelProvisionerFactory.instance().provisioners[PROVISIONER] = EntryPoint()
+
+
+# -- what is left behind ---------------------------------------------------------------------
+
+
+def processes_with(token: str) -> list[int]:
+    needle = f"{TOKEN_VAR}={token}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def tmp_entries() -> set[str]:
+    return {n for n in os.listdir("/tmp") if n.startswith(TMP_PREFIXES)}
+
+
+def mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {" ".join(line.split()[3:5]) for line in f}
+
+
+@dataclass
+class Leftovers:
+    processes: list[int] = field(default_factory=list)
+    tmp: list[str] = field(default_factory=list)
+    connection_files: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.processes) + len(self.tmp) + len(self.connection_files) + \
+            len(self.mounts)
+
+
+def count_leftovers(token: str, runtime: Path, tmp_before: set[str], mounts_before: set[str],
+                    grace: float = 10.0) -> Leftovers:
+    """What is left, after waiting up to ``grace`` seconds for it to go away."""
+    deadline = time.monotonic() + grace
+    while True:
+        found = Leftovers(processes_with(token), sorted(tmp_entries() - tmp_before),
+                          sorted(p.name for p in runtime.glob("kernel-*.json")),
+                          sorted(mounts() - mounts_before))
+        if found.total == 0 or time.monotonic() > deadline:
+            return found
+        time.sleep(0.25)
+
+
+# -- kernels ------------------------------------------------------------------------------------
+
+
+def _execute(kc: Any, code: str, timeout: float = TIMEOUT) -> tuple[str, str]:
+    out: list[str] = []
+
+    def hook(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+
+    for _ in range(20):
+        reply = kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        if reply["content"]["status"] != "aborted":
+            break
+        time.sleep(0.1)
+    return reply["content"]["status"], "".join(out)
+
+
+def _interrupt_sleep(km: Any, kc: Any) -> None:
+    msg_id = kc.execute("import time; time.sleep(30)")
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy" and \
+                msg["parent_header"].get("msg_id") == msg_id:
+            break
+    time.sleep(0.2)
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=20)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=20)
+    if reply["content"].get("ename") != "KeyboardInterrupt":
+        raise RuntimeError(f"interrupt: reply {reply['content'].get('status')} "
+                           f"{reply['content'].get('ename')}")
+
+
+def kernel_cycle(name: str) -> None:
+    """start, execute, interrupt, execute, restart, execute, shutdown."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    kc = km.client()
+    try:
+        kc.start_channels()
+        kc.wait_for_ready(timeout=TIMEOUT)
+        status, out = _execute(kc, "print(6 * 7)")
+        if (status, out.strip()) != ("ok", "42"):
+            raise RuntimeError(f"execute: {status} {out!r}")
+        _interrupt_sleep(km, kc)
+        status, out = _execute(kc, "print('alive')")
+        if (status, out.strip()) != ("ok", "alive"):
+            raise RuntimeError(f"execute after interrupt: {status} {out!r}")
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=TIMEOUT)
+        status, out = _execute(kc, "import sys; print(sys.executable.startswith('/gnu/'))")
+        if (status, out.strip()) != ("ok", "True"):
+            raise RuntimeError(f"execute after restart: {status} {out!r}")
+    finally:
+        kc.stop_channels()
+        if km.has_kernel:
+            km.shutdown_kernel(now=False)
+
+
+# -- concurrent cells -----------------------------------------------------------------------------
+
+
+def concurrent_cells(root: Path, engine: str, n: int, env: dict[str, str], cwd: Path,
+                     ) -> tuple[int, list[str]]:
+    """``n`` cells at once; the odd ones are interrupted.  Returns (cells, errors)."""
+    code = "import time, sys; time.sleep(%s); print('done'); sys.stdout.flush()"
+    procs = []
+    for i in range(n):
+        interrupted = i % 2 == 1
+        argv = [sys.executable, "-m", "nbsandbox", "run", "--root", str(root), "--engine",
+                engine, "--", "python3", "-c", code % ("30" if interrupted else "0.5")]
+        procs.append((interrupted, subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=_drop, start_new_session=True)))
+    time.sleep(3.0)  # let the interrupted ones reach their sleep
+    for interrupted, p in procs:
+        if interrupted and p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+    errors = []
+    for interrupted, p in procs:
+        try:
+            out, err = p.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            errors.append(f"cell {p.pid} did not end")
+            continue
+        if interrupted:
+            if p.returncode == 0:
+                errors.append(f"interrupted cell {p.pid} exited 0")
+        elif p.returncode != 0 or out.strip() != b"done":
+            errors.append(f"cell {p.pid} exited {p.returncode}: "
+                          f"{err.decode(errors='replace').strip()[-200:]}")
+        try:
+            os.killpg(p.pid, 0)  # the cell's process group must be gone with it
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        errors.append(f"process group {p.pid} outlived its cell")
+    return n, errors
+
+
+# -- one engine -----------------------------------------------------------------------------------
+
+
+@dataclass
+class EngineResult:
+    engine: str
+    cycles: int = 0
+    cells: int = 0
+    seconds: float = 0.0
+    cycle_seconds: float = 0.0
+    leftovers: Leftovers = field(default_factory=Leftovers)
+    errors: list[str] = field(default_factory=list)
+    skipped: str = ""
+
+
+def engines_for_user(env: dict[str, str]) -> dict[str, str]:
+    """Engine -> "" if it works for the user the kernels run as, else why not."""
+    proc = subprocess.run([sys.executable, "-c",
+                           "import json; from nbsandbox import doctor; "
+                           "print(json.dumps(doctor.report()['engines']))"],
+                          env=env, preexec_fn=_drop, capture_output=True, text=True,
+                          timeout=120, check=True)
+    return {e["name"]: "" if e["available"] else e["detail"] for e in json.loads(proc.stdout)}
+
+
+def soak_engine(engine: str, root: Any, args: argparse.Namespace, dirs: dict[str, Path],
+                base_env: dict[str, str]) -> EngineResult:
+    from nbsandbox.kernelspec import kernel_json
+
+    result = EngineResult(engine)
+    token = uuid.uuid4().hex
+    env = {**base_env, TOKEN_VAR: token}
+    spec = kernel_json(root, engine=engine)
+    spec["metadata"]["kernel_provisioner"]["provisioner_name"] = PROVISIONER
+    spec["env"] = {TOKEN_VAR: token, "HOME": str(dirs["home"]),
+                   "IPYTHONDIR": str(dirs["ipython"])}
+    name = f"soak-{engine}"
+    kdir = dirs["kernels"] / name
+    kdir.mkdir(parents=True, exist_ok=True)
+    (kdir / "kernel.json").write_text(json.dumps(spec, indent=1))
+
+    tmp_before, mounts_before = tmp_entries(), mounts()
+    started = time.monotonic()
+    for i in range(args.cycles):
+        try:
+            kernel_cycle(name)
+            result.cycles += 1
+        except Exception as exc:
+            result.errors.append(f"cycle {i}: {type(exc).__name__}: {exc}")
+            if len(result.errors) >= 3:
+                result.errors.append("stopped after 3 failed cycles")
+                break
+        if args.progress and (i + 1) % args.progress == 0:
+            rate = (time.monotonic() - started) / (i + 1)
+            print(f"soak: {engine}: {i + 1}/{args.cycles} cycles, {rate:.2f} s/cycle",
+                  file=sys.stderr, flush=True)
+    result.cycle_seconds = (time.monotonic() - started) / max(1, args.cycles)
+    if args.concurrent:
+        cells, errors = concurrent_cells(root.path, engine, args.concurrent, env,
+                                         dirs["work"])
+        result.cells, result.errors = cells, result.errors + errors
+    result.seconds = time.monotonic() - started
+    result.leftovers = count_leftovers(token, dirs["runtime"], tmp_before, mounts_before)
+    for pid in result.leftovers.processes:  # leave the machine clean for the next engine
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return result
+
+
+def summary(results: list[EngineResult]) -> str:
+    head = (f"{'engine':<11} {'cycles':>6} {'cells':>5} {'s/cycle':>7} {'seconds':>8} "
+            f"{'procs':>5} {'tmp':>4} {'conn':>4} {'mounts':>6} {'errors':>6}")
+    lines = [head]
+    for r in results:
+        if r.skipped:
+            lines.append(f"{r.engine:<11} skipped: {r.skipped}")
+            continue
+        left = r.leftovers
+        lines.append(f"{r.engine:<11} {r.cycles:>6} {r.cells:>5} {r.cycle_seconds:>7.2f} "
+                     f"{r.seconds:>8.1f} {len(left.processes):>5} {len(left.tmp):>4} "
+                     f"{len(left.connection_files):>4} {len(left.mounts):>6} "
+                     f"{len(r.errors):>6}")
+    for r in results:
+        for e in r.errors[:5]:
+            lines.append(f"  {r.engine}: {e}")
+        left = r.leftovers
+        for what, items in (("process", left.processes), ("tmp", left.tmp),
+                            ("connection file", left.connection_files),
+                            ("mount", left.mounts)):
+            for item in items[:5]:
+                lines.append(f"  {r.engine}: leftover {what}: {item}")
+    ran = [r for r in results if not r.skipped]
+    leftovers = sum(r.leftovers.total for r in ran)
+    failed = sum(bool(r.errors) for r in ran)
+    lines.append(f"total: {sum(r.cycles for r in ran)} cycles, {sum(r.cells for r in ran)} "
+                 f"cells, {leftovers} leftovers, {failed} engines with errors")
+    return "\n".join(lines)
+
+
+def _pack_this_python(base: Path) -> Path:
+    from nbsandbox.pack import PackOptions, build_pack
+
+    print("soak: packing this Python into a temporary root...", file=sys.stderr, flush=True)
+    result = build_pack(PackOptions(python=sys.executable, output=base / "root"))
+    return Path(result.path)
+
+
+def _world_readable(path: Path) -> None:
+    subprocess.run(["chmod", "-R", "a+rX", str(path)], check=False)
+    p = path
+    while str(p) not in ("/", ""):
+        st = p.stat()
+        if st.st_uid == os.getuid() and not st.st_mode & 0o001:
+            p.chmod(st.st_mode | 0o755)
+        p = p.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cycles", type=int, default=1000, help="kernel cycles per engine")
+    ap.add_argument("--engines", nargs="+", choices=ENGINES, metavar="ENGINE",
+                    help=f"engines to soak (default: those of {', '.join(ENGINES)} that work)")
+    ap.add_argument("--concurrent", type=int, default=20,
+                    help="sandboxed cells run at once per engine (0: none)")
+    ap.add_argument("--root", type=Path, help="a packed root whose Python has ipykernel "
+                    "(default: pack this Python into a temporary root)")
+    ap.add_argument("--progress", type=int, default=0, metavar="N",
+                    help="report every N cycles on stderr")
+    ap.add_argument("--verbose", action="store_true", help="show the kernels' stderr")
+    args = ap.parse_args(argv)
+    global VERBOSE
+    VERBOSE = args.verbose
+
+    sys.path.insert(0, str(REPO))
+    from nbsandbox.store import StoreRoot
+
+    base = Path(tempfile.mkdtemp(prefix="soak-"))
+    try:
+        dirs = {name: base / name for name in ("runtime", "data", "config", "home", "ipython",
+                                               "work")}
+        dirs["kernels"] = dirs["data"] / "kernels"
+        for d in dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o755)
+        dirs["runtime"].chmod(0o1777)
+        dirs["work"].chmod(0o777)
+        if os.getuid() == 0:
+            for d in (dirs["home"], dirs["ipython"]):
+                os.chown(d, NOBODY, NOBODY)
+        root = StoreRoot.open(args.root) if args.root else StoreRoot.open(
+            _pack_this_python(base))
+        _world_readable(base)
+        if args.root:
+            _world_readable(Path(root.path))
+        os.environ.update({"JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+                           "JUPYTER_PATH": str(dirs["data"]),
+                           "JUPYTER_DATA_DIR": str(dirs["data"]),
+                           "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+                           "IPYTHONDIR": str(dirs["ipython"])})
+        for name in ("NBSANDBOX_ADMIN_CONFIG", "NBSANDBOX_ENGINE", "NBSANDBOX_ROOT",
+                     "PYTEST_CURRENT_TEST"):
+            os.environ.pop(name, None)
+        os.environ["HOME"] = str(dirs["home"])
+        _register_provisioner()
+        base_env = _user_env(dirs["home"], "")
+        base_env.pop(TOKEN_VAR)
+        available = engines_for_user(base_env)
+        results = []
+        for engine in args.engines or ENGINES:
+            why = available.get(engine, "not built here")
+            if why:
+                results.append(EngineResult(engine, skipped=why[:100]))
+                continue
+            print(f"soak: {engine}: {args.cycles} kernel cycles, {args.concurrent} concurrent "
+                  "cells...", file=sys.stderr, flush=True)
+            results.append(soak_engine(engine, root, args, dirs, base_env))
+        print(summary(results))
+        ran = [r for r in results if not r.skipped]
+        if args.engines and len(ran) < len(args.engines):
+            return 1  # an engine asked for by name could not be soaked
+        return 1 if any(r.errors or r.leftovers.total for r in ran) else 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
