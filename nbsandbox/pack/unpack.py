@@ -19,6 +19,7 @@ kept, which keeps the timestamp-checked ``.pyc`` files of Guix packs valid.
 
 from __future__ import annotations
 
+import errno
 import lzma
 import os
 import stat
@@ -257,8 +258,12 @@ def unpack(pack: str | os.PathLike[str], dest: str | os.PathLike[str],
         os.rename(tmp, dest)
     except OSError as exc:
         remove_tree(tmp)
-        raise PackError(f"cannot unpack {pack} into {dest}: {exc.strerror or exc}; check free "
-                        f"space and permissions in {dest.parent}") from None
+        hint = (f"check free space and permissions in {dest.parent}"
+                if exc.errno != errno.ENAMETOOLONG else
+                "a name or path in the archive is longer than this system allows, so it "
+                "cannot be unpacked here")
+        raise PackError(f"cannot unpack {pack} into {dest}: {exc.strerror or exc}; "
+                        f"{hint}") from None
     except BaseException:
         remove_tree(tmp)
         raise
