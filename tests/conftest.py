@@ -14,12 +14,39 @@ lists them.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import pytest
 import unpriv
 
 from nbsandbox.store import StoreRoot
+
+_BASETEMP = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give each session as root its own base directory for temporary files.
+
+    Engines run as an unprivileged user, who must reach the tests' files; a
+    concurrent pytest session resets the shared ``/tmp/pytest-of-root`` to
+    0700, which would cut this session off.  Removed at the end.
+    """
+    if config.option.basetemp is None and os.getuid() == 0:
+        base = tempfile.mkdtemp(prefix="nbsandbox-pytest-")
+        os.chmod(base, 0o755)
+        config.option.basetemp = base
+        config.stash[_BASETEMP] = base
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    base = config.stash.get(_BASETEMP, None)
+    if base is not None:
+        subprocess.run(["chmod", "-R", "u+w", base], check=False)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
