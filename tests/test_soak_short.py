@@ -24,6 +24,7 @@ import soak  # noqa: E402
 
 def test_leftover_processes_are_found_by_their_token() -> None:
     token = uuid.uuid4().hex
+    watcher = soak.PidWatcher(token)
     p = subprocess.Popen(["sleep", "60"], env={**os.environ, soak.TOKEN_VAR: token})
     try:
         assert soak.processes_with(token) == [p.pid]
@@ -31,6 +32,11 @@ def test_leftover_processes_are_found_by_their_token() -> None:
         p.kill()
         p.wait()
     assert soak.processes_with(token) == []
+    assert p.pid in watcher.stop()
+    # PRoot's files in /tmp are ours by the PID in their name; nbsandbox's always
+    assert soak.ours(f"prooted-{p.pid}-AbC123", {p.pid})
+    assert not soak.ours("prooted-1-AbC123", {p.pid})
+    assert soak.ours("nbsandbox-65534-0123456789ab", set())
 
 
 def test_short_soak_leaves_nothing_behind(kernel_root, engines_for_nobody) -> None:

@@ -18,7 +18,9 @@ works here for the user the kernels run as):
 
 Every kernel and cell carries a unique environment token.  Afterwards it counts, after
 a grace period for janitors: live processes carrying the token, new ``/tmp`` entries
-named ``nbsandbox-*``, ``proot-*`` or ``prooted-*``, connection files left in the
+named ``nbsandbox-*``, ``proot-*`` or ``prooted-*`` (PRoot's, by the PID in their name,
+when it is one of the PIDs seen carrying the token: other programs' are listed but not
+counted), connection files left in the
 (private) Jupyter runtime directory, and host mounts (``/proc/self/mountinfo``) that
 were not there before.  The expected count is zero everywhere; the exit status is 1
 otherwise (or when a cycle failed), after a summary table.
@@ -40,6 +42,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -131,6 +134,36 @@ def tmp_entries() -> set[str]:
     return {n for n in os.listdir("/tmp") if n.startswith(TMP_PREFIXES)}
 
 
+class PidWatcher:
+    """Remembers every PID that carried the token (sampled every 0.1 s), so that PRoot's
+    ``/tmp/proot-<pid>-*`` and ``/tmp/prooted-<pid>-*`` are told apart from those of other
+    programs running on the machine meanwhile."""
+
+    def __init__(self, token: str) -> None:
+        self.token, self.seen = token, set()  # type: ignore[var-annotated]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.seen.update(processes_with(self.token))
+
+    def stop(self) -> set[int]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
+def ours(entry: str, pids: set[int]) -> bool:
+    """Whether a new /tmp entry was made by the soak's processes: ``proot-PID-*`` and
+    ``prooted-PID-*`` by PID; ``nbsandbox-*`` always (counted conservatively)."""
+    if entry.startswith("nbsandbox-"):
+        return True
+    parts = entry.split("-")
+    return len(parts) > 1 and parts[1].isdigit() and int(parts[1]) in pids
+
+
 def mounts() -> set[str]:
     with open("/proc/self/mountinfo") as f:
         return {" ".join(line.split()[3:5]) for line in f}
@@ -142,6 +175,8 @@ class Leftovers:
     tmp: list[str] = field(default_factory=list)
     connection_files: list[str] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)
+    #: new /tmp entries of other programs (not the soak's PIDs): reported, not counted
+    foreign_tmp: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -150,13 +185,15 @@ class Leftovers:
 
 
 def count_leftovers(token: str, runtime: Path, tmp_before: set[str], mounts_before: set[str],
-                    grace: float = 10.0) -> Leftovers:
+                    pids: set[int], grace: float = 10.0) -> Leftovers:
     """What is left, after waiting up to ``grace`` seconds for it to go away."""
     deadline = time.monotonic() + grace
     while True:
-        found = Leftovers(processes_with(token), sorted(tmp_entries() - tmp_before),
+        new_tmp = sorted(tmp_entries() - tmp_before)
+        found = Leftovers(processes_with(token), [e for e in new_tmp if ours(e, pids)],
                           sorted(p.name for p in runtime.glob("kernel-*.json")),
-                          sorted(mounts() - mounts_before))
+                          sorted(mounts() - mounts_before),
+                          [e for e in new_tmp if not ours(e, pids)])
         if found.total == 0 or time.monotonic() > deadline:
             return found
         time.sleep(0.25)
@@ -311,6 +348,7 @@ def soak_engine(engine: str, root: Any, args: argparse.Namespace, dirs: dict[str
     (kdir / "kernel.json").write_text(json.dumps(spec, indent=1))
 
     tmp_before, mounts_before = tmp_entries(), mounts()
+    watcher = PidWatcher(token)
     started = time.monotonic()
     for i in range(args.cycles):
         try:
@@ -331,7 +369,8 @@ def soak_engine(engine: str, root: Any, args: argparse.Namespace, dirs: dict[str
                                          dirs["work"])
         result.cells, result.errors = cells, result.errors + errors
     result.seconds = time.monotonic() - started
-    result.leftovers = count_leftovers(token, dirs["runtime"], tmp_before, mounts_before)
+    pids = watcher.stop()
+    result.leftovers = count_leftovers(token, dirs["runtime"], tmp_before, mounts_before, pids)
     for pid in result.leftovers.processes:  # leave the machine clean for the next engine
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -357,7 +396,8 @@ def summary(results: list[EngineResult]) -> str:
         left = r.leftovers
         for what, items in (("process", left.processes), ("tmp", left.tmp),
                             ("connection file", left.connection_files),
-                            ("mount", left.mounts)):
+                            ("mount", left.mounts),
+                            ("(not counted: another program's) tmp", left.foreign_tmp)):
             for item in items[:5]:
                 lines.append(f"  {r.engine}: leftover {what}: {item}")
     ran = [r for r in results if not r.skipped]
