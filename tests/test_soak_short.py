@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def test_leftover_processes_are_found_by_their_token() -> None:
     p = subprocess.Popen(["sleep", "60"], env={**os.environ, soak.TOKEN_VAR: token})
     try:
         assert soak.processes_with(token) == [p.pid]
+        deadline = time.monotonic() + 10
+        while p.pid not in watcher.seen and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         p.kill()
         p.wait()

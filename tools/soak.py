@@ -146,8 +146,10 @@ class PidWatcher:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.1):
+        while True:
             self.seen.update(processes_with(self.token))
+            if self._stop.wait(0.1):
+                return
 
     def stop(self) -> set[int]:
         self._stop.set()
