@@ -32,7 +32,7 @@ def mount_denied(reason: str) -> bool:
     text = reason.lower()
     denied = "operation not permitted" in text or "permission denied" in text
     return denied and any(word in text for word in (
-        "mount", "pivot_root", "tmpfs", "slave", "propagation", "mirroring"))
+        "mount", "pivot_root", "slave", "propagation"))
 
 _OPTION = {"store": "--store", "bind": "--bind", "ro-bind": "--ro-bind"}
 
