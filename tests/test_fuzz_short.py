@@ -58,3 +58,13 @@ def test_regression_pyelftools_assertion_is_an_elf_error(tmp_path: Path) -> None
     path.write_bytes(data)
     with pytest.raises(ElfError, match="is a corrupt ELF file"):
         read_elf(path)
+
+
+def test_regression_store_symlink_is_refused_and_nothing_outside_changes(tmp_path: Path,
+                                                                          ) -> None:
+    """Found by atheris (tar-struct): ``gnu/store -> /some/host/dir`` was unpacked, and
+    making the store read-only chmodded every file of the host directory."""
+    data = (REPO / "fuzz" / "regressions" / "tar-struct-store-symlink.bin").read_bytes()
+    target = readers.StructuredTarTarget(tmp_path)
+    target(data)  # raises Finding if a file outside the destination changes
+    assert target.stats == {"ok": 0, "refused": 1}

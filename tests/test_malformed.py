@@ -204,6 +204,18 @@ def unpack_symlink_then_directory(site: Site) -> Outcome:
                           tar_entry("gnu/store", "dir")])
 
 
+def unpack_store_is_a_symlink(site: Site) -> Outcome:
+    """``gnu/store -> a host directory``: making the store read-only must not chmod it."""
+    victim = site.packs / "victim"
+    (victim / "dir").mkdir(parents=True)
+    (victim / "file").write_text("x")
+    modes = {p: p.stat().st_mode for p in (victim, victim / "dir", victim / "file")}
+    out = _unpack(site, [tar_entry("gnu", "dir"), tar_entry("gnu/store", "sym",
+                                                            target=str(victim))])
+    assert {p: p.stat().st_mode for p in modes} == modes, "modes outside DEST changed"
+    return out
+
+
 def unpack_hardlink_outside(site: Site) -> Outcome:
     return _unpack(site, [*store_entries(), tar_entry("passwd", "hard", target="/etc/passwd")])
 
@@ -625,6 +637,8 @@ CASES = [
          r"refusing to unpack .*goes through the symlink 'up'"),
     Case("unpack-symlink-then-dir", unpack_symlink_then_directory,
          r"refusing to unpack .*goes through the symlink 'gnu'"),
+    Case("unpack-store-is-a-symlink", unpack_store_is_a_symlink,
+         r"refusing to unpack .*store directory goes through the symlink 'gnu/store'"),
     Case("unpack-hardlink-outside", unpack_hardlink_outside,
          r"hard link to '/etc/passwd', outside the destination"),
     Case("unpack-hardlink-dotdot", unpack_hardlink_dotdot, r"hard link to .*outside"),

@@ -190,6 +190,18 @@ def _check_dest(dest: Path) -> None:
         raise PackError(f"the parent of {dest} does not exist; create {dest.parent} first")
 
 
+def _refuse_linked_store(pack: Path, top: Path, store: Path) -> None:
+    """Refuse a store directory reached through a symlink (``gnu/store -> /home/me``):
+    making it read-only would change files outside the destination."""
+    current = top
+    for part in store.relative_to(top).parts:
+        current = current / part
+        if current.is_symlink() or not current.is_dir():
+            rel = current.relative_to(top).as_posix()
+            raise PackError(f"refusing to unpack {pack}: its store directory goes through the "
+                            f"symlink {rel!r}; the archive is unsafe, do not use it")
+
+
 def make_read_only(top: Path) -> None:
     """Take away write permission below ``top``, as on a real store.
 
@@ -253,6 +265,7 @@ def unpack(pack: str | os.PathLike[str], dest: str | os.PathLike[str],
         except StoreError as exc:
             detail = str(exc).replace(os.fspath(tmp), os.fspath(dest))
             raise PackError(f"{pack} is not a usable pack: {detail}") from None
+        _refuse_linked_store(pack, tmp, root.store_dir)
         make_read_only(root.store_dir)
         os.chmod(tmp, 0o755)
         os.rename(tmp, dest)
