@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="Python fuzzing engine (default: mutate for --short, else atheris "
                          "if installed)")
     ap.add_argument("--only", choices=("native", "python"), help="run only these targets")
+    ap.add_argument("--target", action="append", choices=(*NATIVE_TARGETS, *PY_TARGETS),
+                    help="run only this target (repeatable)")
     ap.add_argument("--workdir", type=Path, default=REPO / "build",
                     help="where corpora, logs and crashes go (default: build/)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the mutation fuzzer")
@@ -151,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which("clang") is None:
             print("fuzz: clang is not installed; skipping the native targets", file=sys.stderr)
         else:
-            for target in NATIVE_TARGETS:
+            for target in [t for t in NATIVE_TARGETS if not args.target or t in args.target]:
                 print(f"fuzz: native {target}, {native_runs} inputs...", file=sys.stderr)
                 results.append(run_native(target, native_runs, native_dir, args.jobs, logs))
     if args.only != "native":
-        for target in PY_TARGETS:
+        for target in [t for t in PY_TARGETS if not args.target or t in args.target]:
             print(f"fuzz: python {target} ({engine}), {py_runs} inputs...", file=sys.stderr)
             if engine == "atheris":
                 results.append(run_python_atheris(target, py_runs, py_dir, logs))
