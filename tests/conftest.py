@@ -36,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
     0700, which would cut this session off.  Removed at the end.
     """
     if config.option.basetemp is None and os.getuid() == 0:
-        base = tempfile.mkdtemp(prefix="nbsandbox-pytest-")
+        base = tempfile.mkdtemp(prefix="pytest-nbs-")
         os.chmod(base, 0o755)
         config.option.basetemp = base
         config.stash[_BASETEMP] = base
