@@ -11,9 +11,10 @@ case must end in
   usage);
 * nothing written outside its target: the case's site directory (a pack's unpack
   destination's parent, roots, outputs), the kernelspec directories, the Jupyter
-  runtime directory (connection files), a private ``$TMPDIR`` and the ``/tmp``
-  entries named ``nbsandbox-*``, ``proot-*`` or ``prooted-*`` are snapshotted before
-  and after and must not change (except for what the case says it may write).
+  runtime directory (connection files) and a private ``$TMPDIR`` (where nbsandbox's
+  ``nbsandbox-*`` scratch goes) are snapshotted before and after and must not change
+  (except for what the case says it may write); nor may the case's processes (found by
+  an environment token) leave PRoot's ``/tmp/proot-PID-*`` or ``/tmp/prooted-PID-*``.
 
 To add a case, write an action ``def _xxx(site: Site) -> Outcome`` and append a
 ``Case`` to :data:`CASES`.
@@ -31,6 +32,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +48,7 @@ ITEM = f"{H}-tool-1.0"
 PREFIX = "/gnu/store"
 PATH_MAX = 4096
 NAME_MAX = 255
-TMP_PREFIXES = ("nbsandbox-", "proot-", "prooted-")
+CASE_TOKEN = "NBS_MALFORMED_CASE"
 
 
 # -- the site a case works in ---------------------------------------------------------------
@@ -63,6 +66,8 @@ class Site:
     shell: object = None
     #: Paths under ``base`` the case is allowed to create (e.g. a successful output).
     allowed: list[Path] = field(default_factory=list)
+    #: Put in the environment of everything the case runs (to find its processes).
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def packs(self) -> Path:
@@ -77,6 +82,7 @@ class Site:
                if k not in ("PYTEST_CURRENT_TEST", "NBSANDBOX_ROOT", "NBSANDBOX_ENGINE",
                             "NBSANDBOX_ADMIN_CONFIG")}
         env["TMPDIR"] = str(self.tmp)
+        env[CASE_TOKEN] = self.token
         return env
 
 
@@ -769,17 +775,52 @@ def _tree(path: Path) -> dict[bytes, tuple[int, int, bytes]]:
 
 
 def _tmp_entries() -> set[str]:
-    """Scratch entries in /tmp that this process's user owns (engines run as another user
-    by other tests, e.g. nobody, are not ours)."""
-    found = set()
-    for name in os.listdir("/tmp"):
-        if name.startswith(TMP_PREFIXES):
+    """PRoot's entries in /tmp (``proot-PID-*``, ``prooted-PID-*``: PRoot puts its loader
+    there whatever the temporary directory is).  nbsandbox's own ``nbsandbox-*`` go to
+    ``$TMPDIR``, which is the site's and checked exactly."""
+    return {n for n in os.listdir("/tmp") if n.startswith(("proot-", "prooted-"))}
+
+
+def _case_pids(token: str) -> set[int]:
+    """PIDs of the live processes that carry the case's token in their environment."""
+    needle = f"{CASE_TOKEN}={token}".encode()
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
             try:
-                if os.lstat(os.path.join("/tmp", name)).st_uid == os.geteuid():
-                    found.add(name)
-            except FileNotFoundError:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if needle in f.read():
+                        pids.add(int(entry))
+            except OSError:
                 continue
-    return found
+    return pids
+
+
+class _PidWatcher:
+    """Samples the case's PIDs while it runs, to tell its PRoot files in /tmp from those
+    of other programs running on the machine meanwhile."""
+
+    def __init__(self, token: str) -> None:
+        self.token, self.seen = token, {os.getpid()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.seen |= _case_pids(self.token)
+            if self._stop.wait(0.05):
+                return
+
+    def stop(self) -> set[int]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
+def _pid_of(entry: str) -> int | None:
+    parts = entry.split("-")
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
 
 
 def _watched(site: Site) -> dict[str, Path]:
@@ -800,7 +841,8 @@ def _snapshot(site: Site) -> dict[str, object]:
     return snap
 
 
-def _allowed_changes(site: Site, before: dict[str, object], after: dict[str, object]) -> dict:
+def _allowed_changes(site: Site, before: dict[str, object], after: dict[str, object],
+                     pids: set[int]) -> dict:
     allowed = [os.fsencode(p.relative_to(site.base)) for p in site.allowed]
     diff = {}
     for key in before:
@@ -812,9 +854,12 @@ def _allowed_changes(site: Site, before: dict[str, object], after: dict[str, obj
         if b != a:
             if isinstance(b, dict):
                 diff[key] = sorted({*b} ^ {*a} | {k for k in b if k in a and b[k] != a[k]})
-            elif a - b:  # type: ignore[operator]
-                # only new entries: a janitor of an earlier test may remove its own meanwhile
-                diff[key] = sorted(a - b)  # type: ignore[operator]
+            else:
+                # new PRoot files of the case's processes (a janitor of an earlier test may
+                # remove its own meanwhile; other programs may add theirs)
+                new = [e for e in a - b if _pid_of(e) in pids]  # type: ignore[operator]
+                if new:
+                    diff[key] = sorted(new)
     return diff
 
 
@@ -852,9 +897,13 @@ def test_malformed_input_is_refused_cleanly(case: Case, site: Site, request,
     # in-process cases: temporary files of the process go to the site's $TMPDIR too
     monkeypatch.setenv("TMPDIR", str(site.tmp))
     monkeypatch.setattr(tempfile, "tempdir", str(site.tmp))
+    monkeypatch.setenv(CASE_TOKEN, site.token)
     before = _snapshot(site)
-    # inputs the action writes into packs/ and its own scratch are part of the case
-    outcome = case.action(site)
+    watcher = _PidWatcher(site.token)
+    try:
+        outcome = case.action(site)
+    finally:
+        pids = watcher.stop()
     after = _snapshot(site)
 
     message = outcome.message.rstrip("\n")
@@ -873,7 +922,7 @@ def test_malformed_input_is_refused_cleanly(case: Case, site: Site, request,
     # it, a kernelspec, a connection file, a scratch directory) is a leak
     inputs = [p for p in site.base.iterdir() if p.name not in ("parent",)]
     site.allowed.extend(inputs)
-    diff = _allowed_changes(site, before, after)
+    diff = _allowed_changes(site, before, after, pids)
     assert diff == {}, f"written outside the target: {diff}"
     assert os.listdir(site.parent) == [p.name for p in site.allowed
                                        if p.parent == site.parent], os.listdir(site.parent)
