@@ -290,14 +290,22 @@ def write_results(results: dict[str, dict[str, float]], out: Path) -> None:
     except ImportError:
         print("matplotlib is not installed: no chart", file=sys.stderr)
         return
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 4))
+    native = results.get("native", {})
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4.2 * len(COLUMNS), 4.2))
     for ax, (key, label) in zip(axes, COLUMNS, strict=True):
-        names = [n for n in results if key in results[n]]
-        ax.barh(names, [results[n][key] for n in names], color="#4c72b0")
-        ax.set_title(label, fontsize=10)
+        names = [n for n in results if key in results[n] and native.get(key)]
+        ratios = [results[n][key] / native[key] for n in names]
+        # Bars grow from 1 (= native) to the ratio, on a log axis.
+        ax.barh(names, [r - 1 for r in ratios], left=1, color="#4c72b0")
+        ax.axvline(1, color="black", linewidth=0.8)
         ax.set_xscale("log")
+        ax.set_xlim(0.5, max(2.0, max(ratios) * 2))
+        for y, (name, ratio) in enumerate(zip(names, ratios, strict=True)):
+            ax.text(max(ratio, 1) * 1.05, y, f"{results[name][key]:.3g}", va="center",
+                    fontsize=7)
+        ax.set_title(f"{label}\n(x native, log)", fontsize=9)
         ax.invert_yaxis()
-    fig.suptitle("nbsandbox engines vs native (lower is better, log scale)")
+    fig.suptitle("nbsandbox engines vs the native program (lower is better; labels: absolute)")
     fig.tight_layout()
     fig.savefig(out / "results.png", dpi=100)
     print(f"chart: {out / 'results.png'}", file=sys.stderr)
