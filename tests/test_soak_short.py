@@ -40,7 +40,8 @@ def test_leftover_processes_are_found_by_their_token() -> None:
     # PRoot's files in /tmp are ours by the PID in their name; nbsandbox's always
     assert soak.ours(f"prooted-{p.pid}-AbC123", {p.pid})
     assert not soak.ours("prooted-1-AbC123", {p.pid})
-    assert soak.ours("nbsandbox-65534-0123456789ab", set())
+    assert soak.ours("nbsandbox-0-0123456789ab", set(), soak.kernel_uid())
+    assert not soak.ours("nbsandbox-0-0123456789ab", set(), soak.kernel_uid() + 1)
 
 
 def test_short_soak_leaves_nothing_behind(kernel_root, engines_for_nobody) -> None:

@@ -18,9 +18,9 @@ works here for the user the kernels run as):
 
 Every kernel and cell carries a unique environment token.  Afterwards it counts, after
 a grace period for janitors: live processes carrying the token, new ``/tmp`` entries
-named ``nbsandbox-*``, ``proot-*`` or ``prooted-*`` (PRoot's, by the PID in their name,
-when it is one of the PIDs seen carrying the token: other programs' are listed but not
-counted), connection files left in the
+named ``nbsandbox-*``, ``proot-*`` or ``prooted-*`` (PRoot's by the PID in their name,
+when it is one of the PIDs seen carrying the token; nbsandbox's when owned by the uid the
+kernels run as; other programs' are listed but not counted), connection files left in the
 (private) Jupyter runtime directory, and host mounts (``/proc/self/mountinfo``) that
 were not there before.  The expected count is zero everywhere; the exit status is 1
 otherwise (or when a cycle failed), after a summary table.
@@ -157,13 +157,26 @@ class PidWatcher:
         return self.seen
 
 
-def ours(entry: str, pids: set[int]) -> bool:
+def kernel_uid() -> int:
+    """The uid the soak's kernels and cells run as."""
+    return NOBODY if os.getuid() == 0 else os.getuid()
+
+
+def ours(entry: str, pids: set[int], owner: int | None = None) -> bool:
     """Whether a new /tmp entry was made by the soak's processes: ``proot-PID-*`` and
-    ``prooted-PID-*`` by PID; ``nbsandbox-*`` always (counted conservatively)."""
+    ``prooted-PID-*`` by PID; ``nbsandbox-*`` (made by the sandboxed processes themselves)
+    when owned by the uid they run as."""
     if entry.startswith("nbsandbox-"):
-        return True
+        return owner is None or owner == kernel_uid()
     parts = entry.split("-")
     return len(parts) > 1 and parts[1].isdigit() and int(parts[1]) in pids
+
+
+def _owner(entry: str) -> int | None:
+    try:
+        return os.lstat(os.path.join("/tmp", entry)).st_uid
+    except FileNotFoundError:
+        return -1  # gone meanwhile
 
 
 def mounts() -> set[str]:
@@ -192,10 +205,13 @@ def count_leftovers(token: str, runtime: Path, tmp_before: set[str], mounts_befo
     deadline = time.monotonic() + grace
     while True:
         new_tmp = sorted(tmp_entries() - tmp_before)
-        found = Leftovers(processes_with(token), [e for e in new_tmp if ours(e, pids)],
+        owners = {e: _owner(e) for e in new_tmp}
+        new_tmp = [e for e in new_tmp if owners[e] != -1]
+        found = Leftovers(processes_with(token),
+                          [e for e in new_tmp if ours(e, pids, owners[e])],
                           sorted(p.name for p in runtime.glob("kernel-*.json")),
                           sorted(mounts() - mounts_before),
-                          [e for e in new_tmp if not ours(e, pids)])
+                          [e for e in new_tmp if not ours(e, pids, owners[e])])
         if found.total == 0 or time.monotonic() > deadline:
             return found
         time.sleep(0.25)
