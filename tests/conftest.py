@@ -25,6 +25,9 @@ import unpriv
 
 from nbsandbox.store import StoreRoot
 
+#: The parametrized ``engine`` fixture of the end-to-end tests.
+pytest_plugins = ["engine_params"]
+
 _BASETEMP = pytest.StashKey[str]()
 
 

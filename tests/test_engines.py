@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 import unpriv
+from engine_params import available
 
-from nbsandbox.engines import get_engine
 from nbsandbox.store import StoreRoot
 
-ENGINES = ["userns", "bwrap", "proot", "fakechroot"]
 IN_PLACE = {"userns", "fakechroot"}  # engines that exec the program in place (same PID)
 READ_ONLY = {"userns", "bwrap", "fakechroot"}  # engines that make the store read-only
 
@@ -34,20 +33,6 @@ int main(int argc, char **argv) {
     return 127;
 }
 """
-
-
-def _available(name: str) -> bool:
-    try:
-        return get_engine(name).probe().available
-    except Exception:
-        return False
-
-
-@pytest.fixture(params=ENGINES)
-def engine(request) -> str:
-    if not _available(request.param):
-        pytest.skip(f"{request.param}: {get_engine(request.param).probe().reason}")
-    return request.param
 
 
 @pytest.fixture(scope="session")
@@ -286,7 +271,7 @@ def test_store_is_read_only(tools_root, engine, workdir):
 
 
 def test_nested_user_namespace_works_under_userns(tools_root, workdir):
-    if not _available("userns"):
+    if not available("userns"):
         pytest.skip("no user namespaces here")
     r = run(nbs(tools_root, "userns", "run-cmd", "unshare", "-Ur", "id", "-u"), cwd=workdir)
     assert (r.returncode, r.stdout.strip()) == (0, "0"), r.stderr

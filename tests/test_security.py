@@ -24,30 +24,15 @@ from pathlib import Path
 
 import pytest
 import unpriv
+from engine_params import ENGINES, available
 
-from nbsandbox.engines import get_engine
 from nbsandbox.errors import NbsandboxError
 from nbsandbox.store import StoreRoot
 
-ENGINES = ["userns", "fakechroot", "bwrap", "proot"]
 #: Engines that make the store read-only themselves (proot relies on the on-disk modes).
 READ_ONLY = {"userns", "bwrap", "fakechroot"}
 IS_ROOT = os.getuid() == 0
 SECRET = "Secret Person"
-
-
-def _available(name: str) -> bool:
-    try:
-        return get_engine(name).probe().available
-    except Exception:
-        return False
-
-
-@pytest.fixture(params=ENGINES)
-def engine(request) -> str:
-    if not _available(request.param):
-        pytest.skip(f"{request.param}: {get_engine(request.param).probe().reason}")
-    return request.param
 
 
 def _chown_nobody(path: Path) -> None:
@@ -210,7 +195,7 @@ def test_writes_to_the_store_fail(world, engine):
 
 def test_under_proot_only_the_on_disk_modes_protect_the_store(world):
     """The limit: PRoot has no read-only bind; the store's owner can chmod it and write."""
-    if not _available("proot"):
+    if not available("proot"):
         pytest.skip("proot is not available")
     root = world.scratch_root
     item = f"{root.prefix}/{root.items()[0]}"
@@ -225,7 +210,7 @@ def test_the_store_stays_writable_through_its_host_path_by_its_owner(world, engi
     """The limit: the root's own host directory is part of the view, with its on-disk
     modes; its owner can chmod it and write there (unpack it as another user, or on a
     read-only mount, to prevent that)."""
-    if not _available(engine_name):
+    if not available(engine_name):
         pytest.skip(f"{engine_name} is not available")
     root = world.scratch_root
     item = root.store_dir / root.items()[0]
@@ -240,7 +225,7 @@ def test_runs_leave_the_root_unchanged(world):
     before = _tree(world.root.path)
     digest = world.root.digest()
     for engine in ENGINES:
-        if _available(engine):
+        if available(engine):
             r = nbs_run(world, engine, "sh", "-c", "echo ok", options=("--isolate-home",))
             assert r.stdout == "ok\n", r.stderr
     assert _tree(world.root.path) == before
@@ -297,7 +282,7 @@ def test_the_program_sees_and_can_change_the_host(world, engine):
 def test_fakechroot_is_not_a_security_boundary(world):
     """Under the preload engine a program that is not interposed -- here the host's
     cat, started by the store's shell -- sees the real home and not the store."""
-    if not _available("fakechroot"):
+    if not available("fakechroot"):
         pytest.skip("fakechroot is not available")
     gitconfig = world.home / ".gitconfig"
     store_file = world.root.resolve(world.root.find_program("id"))
@@ -306,7 +291,7 @@ def test_fakechroot_is_not_a_security_boundary(world):
                 options=("--isolate-home",))
     assert SECRET in r.stdout
     assert r.returncode != 0 and f"/usr/bin/cat: {store_file}: " in r.stderr  # not found
-    if _available("userns"):  # a mount namespace hides it from every program
+    if available("userns"):  # a mount namespace hides it from every program
         r = nbs_run(world, "userns", "sh", "-c", f"/usr/bin/cat {gitconfig}",
                     options=("--isolate-home",))
         assert SECRET not in r.stdout
@@ -404,7 +389,7 @@ def _kernel_launch(world: World, admin: str, *args: str) -> subprocess.Completed
 
 
 def test_a_forbidden_engine_is_refused(world):
-    allowed = [e for e in ("userns", "fakechroot") if _available(e)]
+    allowed = [e for e in ("userns", "fakechroot") if available(e)]
     if not allowed:
         pytest.skip("neither userns nor fakechroot works here")
     admin = _admin_file(world, "engines", {"allowed_engines": allowed})
@@ -426,7 +411,7 @@ def test_a_forbidden_engine_is_refused(world):
 
 
 def test_a_locked_engine_cannot_be_changed(world):
-    if not _available("userns"):
+    if not available("userns"):
         pytest.skip("userns does not work here")
     admin = _admin_file(world, "locked", {"engine": "userns", "locked": ["engine"]})
     r = _kernel_launch(world, admin, "--engine", "fakechroot", "--", "id", "-u")
@@ -436,7 +421,7 @@ def test_a_locked_engine_cannot_be_changed(world):
 
 
 def test_an_administrators_isolated_home_applies_without_asking(world):
-    engine = next((e for e in ("userns", "fakechroot") if _available(e)), None)
+    engine = next((e for e in ("userns", "fakechroot") if available(e)), None)
     if engine is None:
         pytest.skip("neither userns nor fakechroot works here")
     admin = _admin_file(world, "home", {"isolate_home": True})
@@ -448,7 +433,7 @@ def test_an_administrators_isolated_home_applies_without_asking(world):
 def test_nbsandbox_run_is_not_governed_by_the_policy(world):
     """The policy steers nbsandbox's Jupyter front ends; it is no security boundary:
     ``nbsandbox run`` (like proot or unshare themselves) is the user's own tool."""
-    if not _available("proot"):
+    if not available("proot"):
         pytest.skip("proot is not available")
     admin = _admin_file(world, "no-proot", {"allowed_engines": ["userns"]})
     r = nbs_run(world, "proot", "id", "-u", env=world.env(NBSANDBOX_ADMIN_CONFIG=admin))
