@@ -20,6 +20,7 @@ import unittest
 import jupyter_kernel_test
 import pytest
 from jupyter_client.manager import KernelManager
+from jupyter_kernel_test.msgspec_v5 import validate_message
 
 from nbsandbox.errors import EngineUnavailable
 from nbsandbox.policy import PolicyError
@@ -96,6 +97,33 @@ class PackedKernelTests(jupyter_kernel_test.KernelTests):
 
     __test__ = False  # collected through the subclasses below
     engine = ""
+    #: How long to wait for each output message after the reply.  The library
+    #: waits 0.1 s, less than a traceback takes to format under PRoot.
+    iopub_timeout = 0.1
+
+    def execute_helper(self, code: str, timeout: int = jupyter_kernel_test.TIMEOUT,
+                       silent: bool = False, store_history: bool = True,
+                       stop_on_error: bool = True):
+        """The library's helper, with :attr:`iopub_timeout` between output messages."""
+        msg_id = self.kc.execute(code=code, silent=silent, store_history=store_history,
+                                 stop_on_error=stop_on_error)
+        reply = self.get_non_kernel_info_reply(timeout=timeout)
+        assert reply is not None
+        validate_message(reply, "execute_reply", msg_id)
+        busy = self.kc.iopub_channel.get_msg(timeout=max(1.0, self.iopub_timeout))
+        validate_message(busy, "status", msg_id)
+        self.assertEqual(busy["content"]["execution_state"], "busy")
+        outputs = []
+        while True:
+            msg = self.kc.iopub_channel.get_msg(timeout=self.iopub_timeout)
+            validate_message(msg, msg["msg_type"], msg_id)
+            if msg["msg_type"] == "status":
+                self.assertEqual(msg["content"]["execution_state"], "idle")
+                return reply, outputs
+            if msg["msg_type"] == "execute_input":
+                self.assertEqual(msg["content"]["code"], code)
+                continue
+            outputs.append(msg)
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -151,6 +179,7 @@ class TestFakechroot(PackedKernelTests):
 class TestProot(PackedKernelTests):
     __test__ = True
     engine = "proot"
+    iopub_timeout = 5.0
     # IPython writes history from a background thread and does not flush it before a
     # search; under PRoot's slow system calls the search often runs first.
     supported_history_operations = ("tail",)
