@@ -7,6 +7,7 @@ temporary directory (and once more with AddressSanitizer).
 
 from __future__ import annotations
 
+import glob
 import os
 import pty
 import select
@@ -344,7 +345,16 @@ def supervised(launcher: str, store: Path, wrapper: str, script: str,
     sup = [launcher, "supervise"]
     if tmpdir is not None:
         sup += ["--tmpdir", str(tmpdir)]
+        if wrapper == "proot":  # its extracted loader, which ignores PROOT_TMP_DIR
+            sup += ["--leftovers", PROOT_LOADERS]
     return [*sup, "--", *tool]
+
+
+PROOT_LOADERS = "/tmp/prooted-"
+
+
+def proot_loaders() -> set[str]:
+    return set(glob.glob(PROOT_LOADERS + "*"))
 
 
 def proot_env(tmpdir: Path) -> dict[str, str]:
@@ -460,6 +470,7 @@ def test_supervised_program_gets_the_terminal(launcher, store, wrapper):
 def test_supervised_sigkill_leaves_no_process_and_no_tmpdir(launcher, store, wrapper, work):
     scratch = work / "scratch"
     script = f"echo $$; test -d {scratch} && echo tmpdir-ok; exec sleep 60"
+    loaders = proot_loaders()
     proc = watch(supervised(launcher, store, wrapper, script, tmpdir=scratch),
                  env=proot_env(scratch))
     try:
@@ -470,6 +481,7 @@ def test_supervised_sigkill_leaves_no_process_and_no_tmpdir(launcher, store, wra
         proc.wait(timeout=10)
         assert wait_until(lambda: gone(pid)), "the program outlived the supervisor"
         assert wait_until(lambda: not scratch.exists()), os.listdir(scratch)
+        assert wait_until(lambda: proot_loaders() <= loaders), proot_loaders() - loaders
     finally:
         proc.kill()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from typing import ClassVar
 
 from nbsandbox.engines.base import Command, Engine, Probe
@@ -103,6 +102,6 @@ class ProotEngine(Engine):
             added.append(NO_SECCOMP)
         args += report(plan, unset=tuple(added))
         # PRoot extracts its loader to /tmp/prooted-<pid>-* whatever
-        # PROOT_TMP_DIR says, and leaves it there when it is killed.
-        leftovers = os.path.join(tempfile.gettempdir(), "prooted-")
+        # PROOT_TMP_DIR or TMPDIR say, and leaves it there when it is killed.
+        leftovers = "/tmp/prooted-"
         return Command(supervise(args, tmpdir=scratch, leftovers=leftovers), env, self.name)
