@@ -53,30 +53,25 @@ def _drop_privileges(provisioner: Any, kwargs: dict[str, Any]) -> None:
     kwargs["preexec_fn"] = unpriv.preexec()
 
 
-class UnprivilegedProvisioner(SandboxProvisioner):
+class _KernelAsNobody:
+    """Mixed into a provisioner: only the kernel process drops to nobody."""
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        return await super().pre_launch(**_unprivileged(kwargs))  # type: ignore[misc]
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        _drop_privileges(self, kwargs)
+        info = await super().launch_kernel(cmd, **kwargs)  # type: ignore[misc]
+        STARTED_SESSIONS.append(self.pid)  # type: ignore[attr-defined]
+        return info
+
+
+class UnprivilegedProvisioner(_KernelAsNobody, SandboxProvisioner):
     """The real provisioner; only the kernel process drops to nobody."""
 
-    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        return await super().pre_launch(**_unprivileged(kwargs))
 
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        _drop_privileges(self, kwargs)
-        info = await super().launch_kernel(cmd, **kwargs)
-        STARTED_SESSIONS.append(self.pid)
-        return info
-
-
-class UnprivilegedLocalProvisioner(LocalProvisioner):
+class UnprivilegedLocalProvisioner(_KernelAsNobody, LocalProvisioner):
     """jupyter_client's own local provisioner, kernel as nobody (the baseline)."""
-
-    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        return await super().pre_launch(**_unprivileged(kwargs))
-
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        _drop_privileges(self, kwargs)
-        info = await super().launch_kernel(cmd, **kwargs)
-        STARTED_SESSIONS.append(self.pid)
-        return info
 
 
 class _EntryPoint:
