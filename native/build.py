@@ -46,7 +46,7 @@ class Target:
 TARGETS: list[Target] = [
     Target("nbs-launch", "exe", (
         "launch/main.c", "launch/util.c", "launch/userns.c", "launch/userns_view.c",
-        "launch/supervise.c", "launch/report.c", "launch/janitor.c",
+        "launch/supervise.c", "launch/report.c", "launch/janitor.c", "common/execpath.c",
     )),
     # The fakechroot engine: both libraries are loaded into store programs of
     # any glibc since 2.17 (see fakechroot/compat.h).  The audit module links
@@ -62,7 +62,8 @@ TARGETS: list[Target] = [
     Target(
         "nbs-preload",
         "shared",
-        ("fakechroot/preload.c", "fakechroot/pathmap.c"),
+        ("fakechroot/preload.c", "fakechroot/preload_fs.c", "fakechroot/preload_exec.c",
+         "fakechroot/pathmap.c", "common/execpath.c"),
         cflags=("-U_FORTIFY_SOURCE", "-fno-stack-protector", "-fvisibility=hidden",
                 "-fno-plt", "-DPM_USE_LIBC"),
         ldflags=("-Wl,-z,noexecstack", "-Wl,--no-as-needed"),

@@ -1,5 +1,6 @@
 /* nbs-launch: error reporting, bounded path formatting, exec, small helpers. */
 #include "nbs.h"
+#include "../common/execpath.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -203,6 +204,12 @@ static int exec_status(const char *file, int err)
     return (err == ENOENT || err == ENOTDIR) ? EXIT_NOT_FOUND : EXIT_CANNOT_EXEC;
 }
 
+static int try_exec(const char *candidate, void *ctx)
+{
+    execve(candidate, (char *const *)ctx, environ);
+    return errno;
+}
+
 int exec_program(const char *file, char *const argv[])
 {
     if (!*file)
@@ -211,46 +218,10 @@ int exec_program(const char *file, char *const argv[])
         execve(file, argv, environ);
         return exec_status(file, errno);
     }
-    const char *path = getenv("PATH");
-    if (!path)
-        path = "/bin:/usr/bin"; /* glibc's default, confstr(_CS_PATH) */
-    size_t flen = strlen(file);
-    bool saw_eacces = false;
-    for (const char *p = path;; p++) {
-        const char *colon = strchrnul(p, ':');
-        size_t dlen = (size_t)(colon - p);
-        char full[PATH_MAX];
-        /* An empty PATH element means the current directory. */
-        if (dlen + 1 + flen + 1 <= sizeof full) {
-            if (dlen) {
-                memcpy(full, p, dlen);
-                full[dlen++] = '/';
-            }
-            memcpy(full + dlen, file, flen + 1);
-            execve(full, argv, environ);
-            switch (errno) {
-            case EACCES:
-                /* Only a file that is there but may not run counts (126);
-                 * a PATH directory we may not search is not a find. */
-                if (access(full, F_OK) == 0)
-                    saw_eacces = true;
-                break;
-            case ENOENT:
-            case ENOTDIR:
-            case ESTALE:
-            case ENODEV:
-            case ETIMEDOUT:
-            case ENAMETOOLONG:
-                break;
-            default: /* found, but it cannot run: as execvp, stop here */
-                return exec_status(full, errno);
-            }
-        }
-        if (!*colon)
-            break;
-        p = colon;
-    }
-    return exec_status(file, saw_eacces ? EACCES : ENOENT);
+    char stopped_at[PATH_MAX] = "";
+    int err = nbs_search_path(file, getenv("PATH"), try_exec, (void *)argv, stopped_at,
+                              sizeof stopped_at);
+    return exec_status(stopped_at[0] ? stopped_at : file, err);
 }
 
 void reproduce_status(int status)
