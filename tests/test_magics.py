@@ -40,7 +40,8 @@ TIMEOUT = 60
 @pytest.fixture
 def ip(shell_root, monkeypatch, tmp_path):
     """An InteractiveShell with the extension loaded and the shell pack as default root."""
-    monkeypatch.setattr("nbsandbox.policy.system_config_dirs", lambda: [str(tmp_path / "etc")])
+    monkeypatch.setattr("nbsandbox.policy.layers.system_config_dirs",
+                        lambda: [str(tmp_path / "etc")])
     monkeypatch.setenv("NBSANDBOX_ROOT", str(shell_root.path))
     monkeypatch.delenv("NBSANDBOX_ENGINE", raising=False)
     monkeypatch.delenv(ADMIN_ENV, raising=False)
@@ -136,7 +137,8 @@ def test_named_roots_from_configuration(shell_root, monkeypatch, tmp_path, capsy
 
     from nbsandbox.magics import SandboxMagics
 
-    monkeypatch.setattr("nbsandbox.policy.system_config_dirs", lambda: [str(tmp_path / "etc")])
+    monkeypatch.setattr("nbsandbox.policy.layers.system_config_dirs",
+                        lambda: [str(tmp_path / "etc")])
     monkeypatch.delenv("NBSANDBOX_ROOT", raising=False)
     config = Config()
     config.SandboxMagics.roots = {"tools": str(shell_root.path)}

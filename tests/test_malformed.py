@@ -878,7 +878,8 @@ def shell(monkeypatch, tmp_path):
     """An InteractiveShell with the extension loaded (no default root, no admin policy)."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    monkeypatch.setattr("nbsandbox.policy.system_config_dirs", lambda: [str(tmp_path / "etc")])
+    monkeypatch.setattr("nbsandbox.policy.layers.system_config_dirs",
+                        lambda: [str(tmp_path / "etc")])
     for name in ("NBSANDBOX_ROOT", "NBSANDBOX_ENGINE", "NBSANDBOX_ADMIN_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     ip = InteractiveShell.instance()

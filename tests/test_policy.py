@@ -24,7 +24,8 @@ from nbsandbox.policy import (
 @pytest.fixture(autouse=True)
 def _no_ambient_policy(monkeypatch, tmp_path):
     """No system-wide files, no variables: each test states its administrator."""
-    monkeypatch.setattr("nbsandbox.policy.system_config_dirs", lambda: [str(tmp_path / "etc")])
+    monkeypatch.setattr("nbsandbox.policy.layers.system_config_dirs",
+                        lambda: [str(tmp_path / "etc")])
     for name in (ADMIN_ENV, engines.ENV_VAR, "NBSANDBOX_ROOT"):
         monkeypatch.delenv(name, raising=False)
 

@@ -322,7 +322,7 @@ def test_admin_guide_refusal_is_what_the_front_end_shows(jupyter_dirs, kernel_ro
     policy = json.loads(blocks["example:admin-json"])
     policy["SandboxPolicy"]["roots"]["py311"] = str(kernel_root.path)
     (etc / "nbsandbox_admin_config.json").write_text(json.dumps(policy))
-    monkeypatch.setattr("nbsandbox.policy.system_config_dirs", lambda: [str(etc)])
+    monkeypatch.setattr("nbsandbox.policy.layers.system_config_dirs", lambda: [str(etc)])
     name = jupyter_dirs.write_spec("py-proot", packed_spec(kernel_root, "proot"))
     with pytest.raises(PolicyError) as info:
         KernelManager(kernel_name=name).start_kernel()

@@ -1,0 +1,129 @@
+"""Policy layers: where settings come from, read and checked.
+
+Each :class:`Layer` is the settings given in one place (an administrator's
+file, the application's configuration, a request), already validated by the
+traits of :class:`~nbsandbox.policy.traits.SandboxPolicy`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from traitlets import TraitError
+from traitlets.config import Config
+from traitlets.config.loader import (
+    ConfigFileNotFound,
+    JSONFileConfigLoader,
+    LazyConfigValue,
+    PyFileConfigLoader,
+)
+
+from nbsandbox.errors import UsageError
+from nbsandbox.policy.traits import POLICY_TRAITS, PolicyError, SandboxPolicy
+
+#: Names the administrator's policy files have in the system-wide config directories.
+ADMIN_BASENAME = "nbsandbox_admin_config"
+#: Environment variable naming more administrator's policy (a file or a directory).
+ADMIN_ENV = "NBSANDBOX_ADMIN_CONFIG"
+
+_FALLBACK_SYSTEM_CONFIG_PATH = ("/usr/local/etc/jupyter", "/etc/jupyter")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Settings given in one place: ``kind`` is administrator, configuration or request."""
+
+    kind: str
+    source: str
+    settings: dict[str, Any]
+
+
+def validated(settings: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Settings checked and coerced by the traits of :class:`SandboxPolicy`."""
+    probe = SandboxPolicy()
+    out: dict[str, Any] = {}
+    for name, value in settings.items():
+        if name not in POLICY_TRAITS:
+            continue
+        if isinstance(value, LazyConfigValue):
+            value = value.get_value(getattr(probe, name))
+        try:
+            setattr(probe, name, value)
+        except TraitError as exc:
+            raise UsageError(f"{source}: bad value for {name}: {exc}") from None
+        out[name] = getattr(probe, name)
+    return out
+
+
+def explicit_settings(config: Config, section_names: Iterable[str]) -> dict[str, Any]:
+    """The policy settings a config gives explicitly for classes ``section_names``
+    (base classes first, so subclasses override)."""
+    merged: dict[str, Any] = {}
+    for name in section_names:
+        if name in config:
+            section = config[name]
+            merged.update({k: v for k, v in section.items() if k in POLICY_TRAITS})
+    return validated(merged, "configuration")
+
+
+def system_config_dirs() -> list[str]:
+    """Jupyter's system-wide configuration directories, highest priority first."""
+    try:
+        from jupyter_core.paths import SYSTEM_CONFIG_PATH
+    except ImportError:  # nbsandbox itself does not need jupyter_core
+        return list(_FALLBACK_SYSTEM_CONFIG_PATH)
+    return list(SYSTEM_CONFIG_PATH)
+
+
+def load_config_files(paths: Iterable[str | os.PathLike[str]]) -> Config:
+    """Merge traitlets config files (``.py`` or ``.json``), later ones overriding.
+
+    A file that exists but cannot be read is a :class:`PolicyError`: a policy
+    must not be skipped because of a typo.
+    """
+    config = Config()
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue
+        loader_cls = JSONFileConfigLoader if path.suffix == ".json" else PyFileConfigLoader
+        loader = loader_cls(path.name, path=str(path.parent))
+        try:
+            config.merge(loader.load_config())
+        except ConfigFileNotFound:
+            continue
+        except Exception as exc:
+            raise PolicyError(f"cannot read configuration file {path}: {exc}") from None
+    return config
+
+
+def _policy_files(directory: str | os.PathLike[str], basename: str) -> list[Path]:
+    return [Path(directory, basename + ext) for ext in (".json", ".py")]
+
+
+def admin_layers() -> list[Layer]:
+    """The administrator's layers: system-wide files, then ``$NBSANDBOX_ADMIN_CONFIG``."""
+    layers = []
+    files = [f for d in reversed(system_config_dirs())
+             for f in _policy_files(d, ADMIN_BASENAME) if f.is_file()]
+    if files:
+        config = load_config_files(files)
+        layers.append(Layer("administrator",
+                            "the administrator's " + " and ".join(map(str, files)),
+                            explicit_settings(config, ["SandboxPolicy"])))
+    extra = os.environ.get(ADMIN_ENV)
+    if extra:
+        path = Path(extra)
+        found = [f for f in _policy_files(path, ADMIN_BASENAME) if f.is_file()] if path.is_dir() \
+            else [path]
+        if not found or not found[0].is_file():
+            raise PolicyError(f"${ADMIN_ENV} names {extra}, which is not a readable "
+                              f"{ADMIN_BASENAME}.json/.py file or a directory holding one")
+        config = load_config_files(found)
+        layers.append(Layer("administrator",
+                            f"the administrator's {found[0]} (${ADMIN_ENV})",
+                            explicit_settings(config, ["SandboxPolicy"])))
+    return layers

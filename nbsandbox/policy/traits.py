@@ -1,0 +1,183 @@
+"""The policy's settings: :class:`SandboxPolicy` declares every one as a trait.
+
+The classes that do the work (the ``%%sandbox`` magics, the kernel
+provisioner, ``nbsandbox kernel launch``) inherit from it, so a setting can be
+given for all of them (``c.SandboxPolicy.isolate_home = True``) or for one
+(``c.SandboxProvisioner.engine = "userns"``).  The ``help=`` strings are the
+documentation of each setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from traitlets import Bool, Dict, Float, List, TraitError, Unicode, validate
+from traitlets.config import Configurable
+
+from nbsandbox.errors import UsageError
+
+if TYPE_CHECKING:
+    from nbsandbox.policy.fold import Policy
+
+#: Environment variable naming the store root to use when none is given.
+ROOT_ENV = "NBSANDBOX_ROOT"
+#: Host variables that every sandbox gets, whatever the allow-list says.
+ALWAYS_PASSED = ("PATH", "HOME")
+
+
+class PolicyError(UsageError):
+    """A setting or a request that the policy forbids (one line, names the setting)."""
+
+
+class SandboxPolicy(Configurable):
+    """Engine policy shared by every nbsandbox front end."""
+
+    engine = Unicode(
+        "default",
+        help="""Engine used when a request names none: an engine (userns, fakechroot, bwrap,
+        proot, host), a meta-engine (default, performance, auto) or a chain from `chains`.
+        $NBSANDBOX_ENGINE, when set, comes before this; an explicit request (a cell's ENGINE,
+        a kernel's `engine`) before both.  Every choice must be allowed by `allowed_engines`.""",
+    ).tag(config=True)
+
+    allowed_engines = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        help="""Engines that may be used at all; None (the default) allows every engine.
+        Meta-engines and chains skip engines not listed here.  A later layer may only
+        remove engines from the administrator's list.""",
+    ).tag(config=True)
+
+    chains = Dict(
+        key_trait=Unicode(),
+        value_trait=List(Unicode()),
+        help="""Fallback chains, by name: {"default": ["userns", "fakechroot"]} makes
+        `default` try userns, then fakechroot.  A chain may replace a built-in meta-engine
+        (default, performance, auto) or add a new name; engines not in `allowed_engines`
+        are skipped.""",
+    ).tag(config=True)
+
+    roots = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help="""Named store roots: {"py311": "~/packs/py311"}.  A request may name a root
+        instead of giving its path.  A later layer may add names but not point an
+        administrator's name elsewhere.""",
+    ).tag(config=True)
+
+    default_root = Unicode(
+        "",
+        help="""Root used when a request gives none: a name from `roots` or a path.
+        When empty, $NBSANDBOX_ROOT is used.""",
+    ).tag(config=True)
+
+    allow_other_roots = Bool(
+        True,
+        help="""Whether requests may use roots other than those named in `roots` (any path).
+        An administrator who sets this to False limits everybody to the named roots.""",
+    ).tag(config=True)
+
+    env_allow = List(
+        Unicode(),
+        default_value=["*"],
+        help="""Host environment variables passed into the sandbox, as shell-style patterns
+        (["LANG", "LC_*", "TERM"]).  A variable passes only if every layer that set this
+        list allows it; PATH and HOME always pass.  A later layer may only narrow it:
+        each of its patterns must lie within one of the administrator's.""",
+    ).tag(config=True)
+
+    env = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help="""Variables set in every sandbox (after the allow-list is applied).  A later
+        layer may add variables but not change one the administrator set.""",
+    ).tag(config=True)
+
+    isolate_home = Bool(
+        False,
+        help="""Give sandboxed programs an empty private home instead of the user's (so that
+        git, gpg, pip... read none of the user's files); the working directory stays
+        visible.  Once the administrator turns it on, it cannot be turned off.""",
+    ).tag(config=True)
+
+    binds = List(
+        Unicode(),
+        help="""Host paths made visible read-write in the sandbox, as "SRC" or "SRC:DST".
+        Added to those of earlier layers.""",
+    ).tag(config=True)
+
+    ro_binds = List(
+        Unicode(),
+        help="""Host paths made visible read-only in the sandbox, as "SRC" or "SRC:DST".
+        Added to those of earlier layers.""",
+    ).tag(config=True)
+
+    hide = List(
+        Unicode(),
+        help="""Paths that appear empty in the sandbox (e.g. "/etc/ssh", "~/.aws").  Added to
+        those of earlier layers; no bind may expose a hidden path again.""",
+    ).tag(config=True)
+
+    allow_user_binds = Bool(
+        True,
+        help="""Whether layers after the administrator's may add `binds` and `ro_binds`.""",
+    ).tag(config=True)
+
+    interrupt_timeout = Float(
+        1.0,
+        help="""Seconds a sandboxed process tree gets to end after SIGINT (an interrupted
+        cell, a --timeout) before it is sent SIGTERM.  An administrator's value is a
+        maximum.  Processes that ignore or block SIGINT are common (e.g. some servers):
+        keep this short.""",
+    ).tag(config=True)
+
+    terminate_timeout = Float(
+        2.0,
+        help="""Seconds a sandboxed process tree gets to end after SIGTERM before it is sent
+        SIGKILL.  An administrator's value is a maximum.""",
+    ).tag(config=True)
+
+    kill_timeout = Float(
+        2.0,
+        help="""Seconds to wait for a process to disappear after SIGKILL before giving up with
+        a warning (a process in uninterruptible sleep, e.g. on a hung network file system,
+        cannot be killed).  An administrator's value is a maximum.""",
+    ).tag(config=True)
+
+    locked = List(
+        Unicode(),
+        help="""Names of settings of this class that later layers may not change at all,
+        not even to tighten them (e.g. ["engine", "roots"]).""",
+    ).tag(config=True)
+
+    @validate("interrupt_timeout", "terminate_timeout", "kill_timeout")
+    def _non_negative(self, proposal: Any) -> float:
+        if proposal["value"] < 0:
+            raise TraitError(f"{proposal['trait'].name} must be >= 0 seconds")
+        return proposal["value"]
+
+    def effective_policy(
+        self, request: Mapping[str, Any] | None = None, source: str = "the request"
+    ) -> Policy:
+        """The policy in force: administrator's files, then this object's configuration,
+        then ``request`` (settings named like the traits, from ``source``), each layer
+        only tightening the ones before it.
+
+        Called by the front ends before every launch (the files are read each time, so
+        an administrator's change applies to the next launch).  Raises
+        :class:`PolicyError` for a loosening attempt.
+        """
+        # The layers and the fold build on these traits: imported here, not above.
+        from nbsandbox.policy.fold import Policy
+        from nbsandbox.policy.layers import Layer, admin_layers, explicit_settings, validated
+
+        layers = [*admin_layers(), Layer("configuration", "the configuration",
+                                         explicit_settings(self.config, self.section_names()))]
+        if request:
+            layers.append(Layer("request", source, validated(request, source)))
+        return Policy.fold(layers)
+
+
+POLICY_TRAITS: tuple[str, ...] = tuple(SandboxPolicy.class_own_traits(config=True))
