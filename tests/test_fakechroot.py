@@ -99,7 +99,7 @@ def build_mini_store(base: Path) -> MiniStore:
     store = root / P.lstrip("/")
     rpath = f"{P}/{GLIBC}/lib:{P}/{LIBS}/lib"
     glibc = store / GLIBC / "lib"
-    for name in (LDSO_NAME, "libc.so.6", "libdl.so.2"):
+    for name in (LDSO_NAME, "libc.so.6", "libdl.so.2", "libm.so.6"):
         _copy(HOST_LIB / name, glibc / name)
     gconv = HOST_LIB.parent.parent / "usr" / "lib" / HOST_LIB.name / "gconv"
     _copy(gconv / "gconv-modules", glibc / "gconv" / "gconv-modules", 0o644)

@@ -13,9 +13,6 @@
 #if defined(__x86_64__)
 #define NBS_PIN(sym) __asm__(".symver " #sym "," #sym "@GLIBC_2.2.5")
 NBS_PIN(memcpy);
-/* dlsym and dlerror moved from libdl to libc in 2.34; the old version is in
- * libdl.so.2 before 2.34 and in libc.so.6 (as a compatibility symbol) after. */
-NBS_PIN(dlsym);
 #endif
 
 #endif

@@ -22,6 +22,7 @@
  *    ENAMETOOLONG.
  */
 #include "preload.h"
+#include "nextsym.h"
 
 /* ------------------------------------------------------------------------ */
 /* state: written once by init, read-only afterwards */
@@ -44,7 +45,7 @@ static long init_tid;
 
 void *next_sym(const char *name)
 {
-    return dlsym(RTLD_NEXT, name);
+    return nbs_next_symbol(name);
 }
 
 #define DECLARE_REAL(f) __typeof__(f) *real_##f;
