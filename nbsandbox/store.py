@@ -13,17 +13,16 @@ digest that depends on the content only, not on where R is.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from nbsandbox.errors import StoreError
+from nbsandbox.identity import Manifest
 
 #: Prefixes looked for, in order, when neither the user nor the pack says.
 KNOWN_PREFIXES = ("/gnu/store", "/nix/store")
@@ -46,15 +45,25 @@ class PackMetadata:
     profile: str | None = None
     python: str | None = None
     programs: tuple[str, ...] = ()
+    manifest: Manifest | None = None
+    """What the pack's digest covers, item by item (see :mod:`nbsandbox.identity`)."""
+
+    @property
+    def digest(self) -> str | None:
+        """The pack's recorded identity, if it has one."""
+        return self.manifest.digest if self.manifest is not None else None
 
     def to_json(self) -> str:
-        data = {
+        data: dict[str, object] = {
             "format": METADATA_FORMAT,
             "prefix": self.prefix,
             "profile": self.profile,
             "python": self.python,
             "programs": list(self.programs),
         }
+        if self.manifest is not None:
+            data["digest"] = self.manifest.digest
+            data["manifest"] = self.manifest.to_dict()
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -73,11 +82,17 @@ class PackMetadata:
             prefix = data["prefix"]
             if not isinstance(prefix, str) or not _is_clean_abs(prefix):
                 raise ValueError("prefix")
+            manifest = None
+            if "manifest" in data or "digest" in data:
+                manifest = Manifest.from_dict(data.get("manifest"))
+                if manifest is None or manifest.digest != data.get("digest"):
+                    raise ValueError("its digest and manifest do not agree")
             return cls(
                 prefix=prefix,
                 profile=data.get("profile") or None,
                 python=data.get("python") or None,
                 programs=tuple(data.get("programs") or ()),
+                manifest=manifest,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(
@@ -335,51 +350,16 @@ class StoreRoot:
     # -- identity ----------------------------------------------------------------
 
     def digest(self) -> str:
-        """SHA-256 of the root's content: store items and profile links.
+        """The root's identity: a SHA-256 of what programs can observe in it.
 
         Independent of where the root is, of timestamps and of ownership; it
         changes when any file's content, executable bit, name or link target
-        changes.
+        changes.  Reads every file; :func:`nbsandbox.identity.current_digest`
+        remembers it for an unchanged root.
         """
-        h = hashlib.sha256()
-        h.update(f"nbsandbox-root-v1\0prefix\0{self.prefix}\0".encode())
-        for name, target in self.profile_links.items():
-            h.update(f"link\0{name}\0{target}\0".encode())
-        for rel, kind, payload in _walk_content(self.store_dir):
-            h.update(b"\0".join((kind, rel, payload)) + b"\0")
-        return h.hexdigest()
+        from nbsandbox.identity import compute
 
-
-def _walk_content(top: Path) -> Iterator[tuple[bytes, bytes, bytes]]:
-    """(relative path, kind, payload) for every entry under ``top``, sorted."""
-    topb = os.fsencode(top)
-    stack = [b""]
-    while stack:
-        rel_dir = stack.pop()
-        abs_dir = os.path.join(topb, rel_dir) if rel_dir else topb
-        with os.scandir(abs_dir) as it:
-            entries = sorted(it, key=lambda e: e.name, reverse=True)
-        for entry in entries:
-            rel = os.path.join(rel_dir, entry.name) if rel_dir else entry.name
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                yield rel, b"l", os.readlink(entry.path)
-            elif stat.S_ISDIR(st.st_mode):
-                yield rel, b"d", b""
-                stack.append(rel)
-            elif stat.S_ISREG(st.st_mode):
-                exe = b"x" if st.st_mode & 0o111 else b"-"
-                yield rel, b"f" + exe, _file_sha256(entry.path)
-            else:
-                yield rel, b"?", b""
-
-
-def _file_sha256(path: bytes) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest().encode()
+        return compute(self)[0].digest
 
 
 def _guess_prefix(root: Path) -> str:

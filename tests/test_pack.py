@@ -147,8 +147,9 @@ def test_check_root_finds_the_python_pack_complete(python_pack, capsys):
     args = type("Args", (), {"root": str(python_pack.path), "prefix": None})()
     assert run_check(args) == 0
     out = capsys.readouterr().out
-    assert out.strip() == (f"complete: {len(python_pack.items())} items, "
-                           "no reference outside /gnu/store")
+    assert out.strip().splitlines() == [
+        f"digest: {python_pack.metadata.digest}",
+        f"complete: {len(python_pack.items())} items, no reference outside /gnu/store"]
 
 
 def test_modes_are_normalized_and_setuid_never_copied(python_pack):

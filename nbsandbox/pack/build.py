@@ -23,6 +23,7 @@ directory is removed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbsandbox import identity
 from nbsandbox.elf import Shebang, is_elf, read_elf, read_shebang, require_machine
 from nbsandbox.errors import PackError, StoreError, UsageError
 from nbsandbox.pack import archive, bytecode, relocate
@@ -46,7 +48,7 @@ from nbsandbox.pack.collect import (
 )
 from nbsandbox.pack.glibc import GLIBC, add_glibc, is_glibc_library
 from nbsandbox.pack.layout import Entry, Item, Layout, Location, ShebangRewrite, remove_tree
-from nbsandbox.store import METADATA, PackMetadata, normalize_prefix
+from nbsandbox.store import METADATA, PackMetadata, StoreRoot, normalize_prefix
 
 DEFAULT_PREFIX = "/gnu/store"
 LIBS = "libs"
@@ -88,6 +90,8 @@ class PackResult:
     unpacked_bytes: int = 0
     notes: tuple[str, ...] = ()
     """Things the user should know (left-out editable installs, missing libraries)."""
+    digest: str = ""
+    """The pack's identity (:mod:`nbsandbox.identity`), also in its ``pack.json``."""
 
 
 def _check_output(output: Path) -> bool:
@@ -117,6 +121,7 @@ class _Builder:
         self.programs: list[tuple[str, Location]] = []
         self.loader: Location | None = None
         self.tools = ""
+        self.meta: PackMetadata | None = None
 
     # -- collect -----------------------------------------------------------------
 
@@ -402,6 +407,7 @@ class _Builder:
         )
         (root / ".nbsandbox").mkdir(mode=0o755)
         (root / METADATA).write_text(meta.to_json(), encoding="utf-8")
+        self.meta = meta
         os.symlink(f"{prefix.lstrip('/')}/{profile.store_name}/bin", root / "bin")
 
 
@@ -434,7 +440,7 @@ def build_pack(options: PackOptions) -> PackResult:
         raise PackError(f"cannot create a directory in {output.parent}: {exc.strerror}; "
                         "choose an output where you can write") from None
     try:
-        size, unpacked = _write(builder, staging, output, is_tar, tools, patchelf)
+        size, unpacked, digest = _write(builder, staging, output, is_tar, tools, patchelf)
     except OSError as exc:
         where = exc.filename or output.parent
         raise PackError(f"writing the pack failed at {where}: {exc.strerror or exc}; "
@@ -449,12 +455,14 @@ def build_pack(options: PackOptions) -> PackResult:
         seconds=time.monotonic() - start,
         unpacked_bytes=unpacked,
         notes=tuple(builder.notes),
+        digest=digest,
     )
 
 
 def _write(builder: _Builder, staging: Path, output: Path, is_tar: bool, tools: str,
-           patchelf: str) -> tuple[int, int]:
-    """Stage, name, relocate, compile, then move the result to ``output``; (size, unpacked)."""
+           patchelf: str) -> tuple[int, int, str]:
+    """Stage, name, relocate, compile, then move the result to ``output``; (size, unpacked,
+    digest)."""
     prefix = builder.layout.prefix
     root = staging / "root"
     store = root / prefix.lstrip("/")
@@ -466,6 +474,13 @@ def _write(builder: _Builder, staging: Path, output: Path, is_tar: bool, tools: 
     profile = builder.profile(store)
     builder.metadata(root, profile)
     files, unpacked = archive.normalize_tree(root)
+    # The identity covers the final tree, so it is computed last and kept in pack.json.
+    assert builder.meta is not None
+    manifest, _ = identity.compute(StoreRoot(root, prefix, builder.meta))
+    meta = dataclasses.replace(builder.meta, manifest=manifest)
+    unpacked -= (root / METADATA).stat().st_size
+    (root / METADATA).write_text(meta.to_json(), encoding="utf-8")
+    unpacked += (root / METADATA).stat().st_size
     if is_tar:
         tmp_tar = staging / "pack.tar.gz"
         size = archive.write_tarball(root, tmp_tar)
@@ -477,4 +492,4 @@ def _write(builder: _Builder, staging: Path, output: Path, is_tar: bool, tools: 
         os.rename(root, output)
         size = unpacked
         builder.say(f"write: {output} ({files} files, {size / 1e6:.1f} MB)")
-    return size, unpacked
+    return size, unpacked, manifest.digest

@@ -84,6 +84,7 @@ def run_pack(args: argparse.Namespace) -> int:
     else:
         print(f"  size: {_size(result.size_bytes)} ({_size(result.unpacked_bytes)} unpacked)")
     print(f"  time: {result.seconds:.1f} s")
+    print(f"  digest: {result.digest}")
     quoted = shlex.quote(os.fspath(result.path))
     if result.path.is_dir():
         print(f"next: nbsandbox check {quoted} && nbsandbox run --root {quoted} python3")
@@ -103,17 +104,27 @@ def run_unpack(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from nbsandbox import identity
     from nbsandbox.pack.check import check_root
     from nbsandbox.store import StoreRoot
 
     root = StoreRoot.open(args.root, prefix=args.prefix)
     root.validate()
+    manifest, fingerprint = identity.compute(root)
+    recorded = root.metadata.digest if root.metadata else None
+    if recorded is not None and manifest.digest != recorded:
+        print(identity.mismatch_message(root, recorded, manifest), file=sys.stderr)
+        print(f"digest: {manifest.digest} (recorded: {recorded})")
+        return 1
+    identity.remember(root, manifest.digest, fingerprint)
     problems = check_root(root)
     if problems:
         for line in problems:
             print(line)
         n = len(problems)
         print(f"incomplete: {n} problem{'' if n == 1 else 's'} in {root.path}", file=sys.stderr)
+        print(f"digest: {manifest.digest}", file=sys.stderr)
         return 1
+    print(f"digest: {manifest.digest}")
     print(f"complete: {len(root.items())} items, no reference outside {root.prefix}")
     return 0

@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from nbsandbox import identity
 from nbsandbox.errors import PackError, StoreError
 from nbsandbox.pack.archive import normal_mode
 from nbsandbox.pack.layout import remove_tree
@@ -267,6 +268,7 @@ def unpack(pack: str | os.PathLike[str], dest: str | os.PathLike[str],
             raise PackError(f"{pack} is not a usable pack: {detail}") from None
         _refuse_linked_store(pack, tmp, root.store_dir)
         make_read_only(root.store_dir)
+        stamp = _check_identity(pack, root, dest)
         os.chmod(tmp, 0o755)
         os.rename(tmp, dest)
     except OSError as exc:
@@ -280,6 +282,22 @@ def unpack(pack: str | os.PathLike[str], dest: str | os.PathLike[str],
     except BaseException:
         remove_tree(tmp)
         raise
+    unpacked = StoreRoot.open(dest)
+    if stamp is not None:
+        identity.remember(unpacked, *stamp)
     if progress is not None:
         progress(f"unpack: {extractor.files} files, {extractor.bytes / 1e6:.1f} MB into {dest}")
-    return StoreRoot.open(dest)
+    return unpacked
+
+
+def _check_identity(pack: Path, root: StoreRoot, dest: Path) -> tuple[str, str] | None:
+    """Check the unpacked tree against the digest its ``pack.json`` records;
+    (digest, fingerprint) to remember, or None when the pack records none."""
+    recorded = root.metadata.digest if root.metadata is not None else None
+    if recorded is None:
+        return None
+    manifest, fingerprint = identity.compute(root)
+    if manifest.digest != recorded:
+        detail = identity.mismatch_message(root, recorded, manifest, what=str(pack))
+        raise PackError(detail.replace(os.fspath(root.path), os.fspath(dest)))
+    return recorded, fingerprint
