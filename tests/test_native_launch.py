@@ -17,10 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import unpriv
+
+from nbsandbox.engines.bwrap import view_args
+from nbsandbox.engines.views import MountOp
 
 REPO = Path(__file__).resolve().parent.parent
 ITEM = "0123456789abcdfghijklmnpqrsvwxyz-hello-1.0"
@@ -335,13 +339,15 @@ WRAPPERS = [w for w in ("proot", "bwrap") if shutil.which(w)]
 
 
 def supervised(launcher: str, store: Path, wrapper: str, script: str,
-               tmpdir: Path | None = None) -> list[str]:
+               tmpdir: Path | None = None, prefix: str = "/gnu/store") -> list[str]:
+    """The store at PREFIX, whose parent need not exist on the host: bubblewrap
+    gets the view the bwrap engine builds (on its own tmpfs, nothing made on the host)."""
     report = [launcher, "report", "--fd", "@NBS_STATUS_FD@", "--", *sh(script)]
     if wrapper == "proot":
-        tool = ["proot", "-b", f"{store}:/gnu/store", *report]
+        tool = ["proot", "-b", f"{store}:{prefix}", *report]
     else:
-        tool = ["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(store), "/gnu/store",
-                "--die-with-parent", "--", *report]
+        view = view_args([MountOp("store", prefix, str(store))])
+        tool = ["bwrap", "--die-with-parent", *view, "--", *report]
     sup = [launcher, "supervise"]
     if tmpdir is not None:
         sup += ["--tmpdir", str(tmpdir)]
@@ -371,6 +377,18 @@ def test_supervised_exit_status_and_store(launcher, store, wrapper):
     proc = unpriv.run(supervised(launcher, store, wrapper, script))
     assert proc.returncode == 7, proc.stderr
     assert proc.stdout == f"hello from the store: {wrapper}\n"
+
+
+def test_supervised_store_whose_parent_is_missing_on_the_host(launcher, store, wrapper):
+    # A prefix no host has: the wrapper must not need (nor make) its parents.
+    top = f"/nbsandbox-absent-{uuid.uuid4().hex[:12]}"
+    prefix = f"{top}/gnu/store"
+    assert not os.path.lexists(top)
+    script = f"{prefix}/{ITEM}/bin/hello {wrapper}; cat {prefix}/{ITEM}/share/data"
+    proc = unpriv.run(supervised(launcher, store, wrapper, script, prefix=prefix))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"hello from the store: {wrapper}\nstore data\n"
+    assert not os.path.lexists(top)
 
 
 def test_supervised_death_by_signal_is_reproduced(launcher, store, wrapper):

@@ -15,7 +15,7 @@ from typing import ClassVar
 from nbsandbox.engines.base import Command, Engine, Probe
 from nbsandbox.engines.supervised import report, supervise
 from nbsandbox.engines.userns import MOUNT_DENIED_HINT, mount_denied
-from nbsandbox.engines.views import mirror_entries, mount_ops, synthetic_dirs
+from nbsandbox.engines.views import MountOp, mirror_entries, mount_ops, synthetic_dirs
 from nbsandbox.native import native_dir
 from nbsandbox.plan import LaunchPlan
 
@@ -60,30 +60,41 @@ class BwrapEngine(Engine):
     def command(self, plan: LaunchPlan) -> Command:
         bwrap = find_bwrap()
         assert bwrap is not None, "probe() first"
-        ops = mount_ops(plan, store_visible=plan.root.present_on_host())
-        dests = [op.dest for op in ops]
-        synthetic = synthetic_dirs(dests)
-        args = [bwrap, "--die-with-parent"]
-        for directory in synthetic[1:]:  # "/" is bubblewrap's own tmpfs
-            args += ["--dir", directory]
-        for kind, path in mirror_entries(synthetic, set(dests)):
-            if kind == "symlink":
-                args += ["--symlink", os.readlink(path), path]
-            elif path == "/dev":
-                args += ["--dev-bind", path, path]
-            else:
-                args += ["--bind", path, path]
-        for op in ops:
-            if op.kind in ("store", "ro-bind"):
-                args += ["--ro-bind", op.source, op.dest]
-            elif op.kind == "bind":
-                args += ["--bind", op.source, op.dest]
-            elif op.kind == "tmpfs":
-                args += ["--tmpfs", op.dest]
-            elif op.kind == "hide":
-                if os.path.isdir(op.dest):
-                    args += ["--tmpfs", op.dest, "--remount-ro", op.dest]
-                else:  # a device bind: bubblewrap's plain binds are nodev
-                    args += ["--dev-bind", "/dev/null", op.dest]
-        args += ["--remount-ro", "/", "--chdir", plan.cwd, "--", *report(plan)]
+        args = [bwrap, "--die-with-parent",
+                *view_args(mount_ops(plan, store_visible=plan.root.present_on_host())),
+                "--remount-ro", "/", "--chdir", plan.cwd, "--", *report(plan)]
         return Command(supervise(args), dict(plan.env), self.name)
+
+
+def view_args(ops: list[MountOp]) -> list[str]:
+    """bubblewrap options that build the view of ``ops`` on its own tmpfs root.
+
+    Nothing is made on the host: a destination whose parent the host lacks
+    (``/gnu/store`` where there is no ``/gnu``) gets its ancestors as
+    directories of the tmpfs, and the host's other entries are bound next to them.
+    """
+    dests = [op.dest for op in ops]
+    synthetic = synthetic_dirs(dests)
+    args: list[str] = []
+    for directory in synthetic[1:]:  # "/" is bubblewrap's own tmpfs
+        args += ["--dir", directory]
+    for kind, path in mirror_entries(synthetic, set(dests)):
+        if kind == "symlink":
+            args += ["--symlink", os.readlink(path), path]
+        elif path == "/dev":
+            args += ["--dev-bind", path, path]
+        else:
+            args += ["--bind", path, path]
+    for op in ops:
+        if op.kind in ("store", "ro-bind"):
+            args += ["--ro-bind", op.source, op.dest]
+        elif op.kind == "bind":
+            args += ["--bind", op.source, op.dest]
+        elif op.kind == "tmpfs":
+            args += ["--tmpfs", op.dest]
+        elif op.kind == "hide":
+            if os.path.isdir(op.dest):
+                args += ["--tmpfs", op.dest, "--remount-ro", op.dest]
+            else:  # a device bind: bubblewrap's plain binds are nodev
+                args += ["--dev-bind", "/dev/null", op.dest]
+    return args
