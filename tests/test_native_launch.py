@@ -351,16 +351,18 @@ def supervised(launcher: str, store: Path, wrapper: str, script: str,
     sup = [launcher, "supervise"]
     if tmpdir is not None:
         sup += ["--tmpdir", str(tmpdir)]
-        if wrapper == "proot":  # its extracted loader, which ignores PROOT_TMP_DIR
-            sup += ["--leftovers", PROOT_LOADERS]
+        if wrapper == "proot":  # where PRoot releases without PROOT_TMP_DIR put files
+            for prefix in PROOT_FILES:
+                sup += ["--leftovers", prefix]
     return [*sup, "--", *tool]
 
 
-PROOT_LOADERS = "/tmp/prooted-"
+#: PRoot's extracted loader and its glue directories for bindings to missing paths.
+PROOT_FILES = ("/tmp/prooted-", "/tmp/proot-")
 
 
-def proot_loaders() -> set[str]:
-    return set(glob.glob(PROOT_LOADERS + "*"))
+def proot_files() -> set[str]:
+    return {path for prefix in PROOT_FILES for path in glob.glob(prefix + "*")}
 
 
 def proot_env(tmpdir: Path) -> dict[str, str]:
@@ -488,7 +490,7 @@ def test_supervised_program_gets_the_terminal(launcher, store, wrapper):
 def test_supervised_sigkill_leaves_no_process_and_no_tmpdir(launcher, store, wrapper, work):
     scratch = work / "scratch"
     script = f"echo $$; test -d {scratch} && echo tmpdir-ok; exec sleep 60"
-    loaders = proot_loaders()
+    files = proot_files()
     proc = watch(supervised(launcher, store, wrapper, script, tmpdir=scratch),
                  env=proot_env(scratch))
     try:
@@ -499,7 +501,7 @@ def test_supervised_sigkill_leaves_no_process_and_no_tmpdir(launcher, store, wra
         proc.wait(timeout=10)
         assert wait_until(lambda: gone(pid)), "the program outlived the supervisor"
         assert wait_until(lambda: not scratch.exists()), os.listdir(scratch)
-        assert wait_until(lambda: proot_loaders() <= loaders), proot_loaders() - loaders
+        assert wait_until(lambda: proot_files() <= files), proot_files() - files
     finally:
         proc.kill()
 

@@ -111,28 +111,31 @@ static void wait_gone(pid_t pid, int pidfd)
         nanosleep(&tick, NULL);
 }
 
-static const char *leftovers; /* see janitor_set_leftovers() */
+/* See janitor_set_leftovers(): "DIR/BASE" prefixes, in the order given. */
+#define MAX_LEFTOVERS 4
+static const char *leftovers[MAX_LEFTOVERS];
+static size_t nleftovers;
 
 void janitor_set_leftovers(const char *prefix)
 {
-    leftovers = prefix;
+    if (nleftovers >= MAX_LEFTOVERS)
+        die("supervise: at most %d --leftovers", MAX_LEFTOVERS);
+    leftovers[nleftovers++] = prefix;
 }
 
-/* Remove DIR/BASE<pid>-* where leftovers = "DIR/BASE". */
-void janitor_remove_leftovers(pid_t pid)
+/* Remove DIR/BASE<pid>-* where PREFIX = "DIR/BASE". */
+static void remove_leftovers(const char *prefix, pid_t pid)
 {
-    if (!leftovers || pid <= 0)
-        return;
-    const char *slash = strrchr(leftovers, '/');
+    const char *slash = strrchr(prefix, '/');
     if (!slash || slash[1] == '\0')
         return;
     char dir[PATH_MAX], start[NAME_MAX + 1];
-    size_t dlen = (size_t)(slash - leftovers);
+    size_t dlen = (size_t)(slash - prefix);
     if (dlen == 0)
         dlen = 1; /* "/base" */
     if (dlen >= sizeof dir)
         return;
-    memcpy(dir, leftovers, dlen);
+    memcpy(dir, prefix, dlen);
     dir[dlen] = '\0';
     int n = snprintf(start, sizeof start, "%s%d-", slash + 1, (int)pid);
     if (n < 0 || (size_t)n >= sizeof start)
@@ -150,6 +153,14 @@ void janitor_remove_leftovers(pid_t pid)
         if (!strncmp(e->d_name, start, (size_t)n) && rmtree_at(dfd, e->d_name) != 0)
             warn_err(errno, "janitor: removing %s/%s", dir, e->d_name);
     closedir(d);
+}
+
+void janitor_remove_leftovers(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    for (size_t i = 0; i < nleftovers; i++)
+        remove_leftovers(leftovers[i], pid);
 }
 
 static _Noreturn void janitor_main(int life_rd, int parentfd, const char *name)

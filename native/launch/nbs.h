@@ -113,7 +113,9 @@ pid_t janitor_start(int life_rd, int life_wr, int parentfd, const char *name, in
 
 /* Files a killed wrapper leaves outside the scratch directory, named
  * PREFIX<wrapper pid>-*, e.g. "/tmp/prooted-" for PRoot's extracted loader
- * (which ignores PROOT_TMP_DIR); the janitor removes them too. */
+ * and "/tmp/proot-" for its glue directory (PRoot releases that ignore
+ * PROOT_TMP_DIR); the janitor removes them too.  Called once per PREFIX (at
+ * most 4). */
 void janitor_set_leftovers(const char *prefix);
 void janitor_remove_leftovers(pid_t wrapper);
 

@@ -101,7 +101,9 @@ class ProotEngine(Engine):
             env[NO_SECCOMP] = "1"
             added.append(NO_SECCOMP)
         args += report(plan, unset=tuple(added))
-        # PRoot extracts its loader to /tmp/prooted-<pid>-* whatever
-        # PROOT_TMP_DIR or TMPDIR say, and leaves it there when it is killed.
-        leftovers = "/tmp/prooted-"
+        # Releases of PRoot without PROOT_TMP_DIR (Debian's 5.1) put their
+        # loader (prooted-<pid>-*) and the directories that glue a binding to
+        # a missing path (proot-<pid>-*) in /tmp, whatever TMPDIR says, and
+        # leave them there when killed: the supervisor's janitor removes them.
+        leftovers = ("/tmp/prooted-", "/tmp/proot-")
         return Command(supervise(args, tmpdir=scratch, leftovers=leftovers), env, self.name)

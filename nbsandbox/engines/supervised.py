@@ -28,13 +28,14 @@ def scratch_dir() -> str:
 
 
 def supervise(tool_argv: list[str], *, tmpdir: str | None = None,
-              leftovers: str | None = None) -> list[str]:
-    """``leftovers``: files the tool leaves when killed, named ``<leftovers><tool pid>-*``."""
+              leftovers: tuple[str, ...] = ()) -> list[str]:
+    """``leftovers``: files the tool leaves outside ``tmpdir`` when killed, named
+    ``<prefix><tool pid>-*`` for each prefix; removed with ``tmpdir``, even after SIGKILL."""
     argv = [str(native_path("nbs-launch")), "supervise"]
     if tmpdir is not None:
         argv += ["--tmpdir", tmpdir]
-        if leftovers is not None:
-            argv += ["--leftovers", leftovers]
+        for prefix in leftovers:
+            argv += ["--leftovers", prefix]
     return [*argv, "--", *tool_argv]
 
 
