@@ -81,7 +81,8 @@ def root_python(root: StoreRoot) -> str:
 def find_package(root: StoreRoot, package: str) -> Path | None:
     """Host path of ``package`` in a site-packages directory of the root, if any."""
     for pattern in (f"*/lib/python3*/site-packages/{package}/__init__.py",
-                    f"*/lib/python3*/dist-packages/{package}/__init__.py"):
+                    f"*/lib/python3*/dist-packages/{package}/__init__.py",
+                    f"*/usr/lib/python3*/dist-packages/{package}/__init__.py"):
         for found in sorted(root.store_dir.glob(pattern)):
             return found.parent
     return None

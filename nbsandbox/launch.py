@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from nbsandbox.engines import Command, Resolution, requested_engine, resolve
 from nbsandbox.errors import EngineUnavailable
+from nbsandbox.hermetic import host_library_warning
 from nbsandbox.plan import Bind, LaunchPlan
 from nbsandbox.program import ProgramInfo, host_machine, inspect_program
 from nbsandbox.store import StoreRoot
@@ -91,7 +92,25 @@ def prepare(plan: LaunchPlan, engine: str | None = None) -> Launch:
             "use a pack built for this machine"
         )
     resolution = resolve(requested_engine(engine), program, plan)
-    return Launch(plan, program, resolution, resolution.engine.command(plan))
+    launch = Launch(plan, program, resolution, resolution.engine.command(plan))
+    _report_host_libraries(launch)
+    return launch
+
+
+def _report_host_libraries(launch: Launch) -> None:
+    """One line on stderr when the program needs libraries that the store lacks and the
+    engine lets the loader take the host's (see nbsandbox.hermetic)."""
+    engine = launch.resolution.engine
+    if engine.confines_libraries:
+        return  # the loader fails and names the library itself
+    program = launch.program
+    elf = program.chain[-1] if program.chain else program.path
+    root = launch.plan.root
+    if not root.in_store(elf):
+        return
+    warning = host_library_warning(root, elf, engine.name)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
 
 
 def exec_in_place(command: Command) -> None:

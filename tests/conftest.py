@@ -25,8 +25,9 @@ import unpriv
 
 from nbsandbox.store import StoreRoot
 
-#: The parametrized ``engine`` fixture of the end-to-end tests.
-pytest_plugins = ["engine_params"]
+#: The parametrized ``engine`` fixture of the end-to-end tests, and the
+#: ``glibc_store`` fixture (stores of other Debian releases).
+pytest_plugins = ["engine_params", "glibc_stores"]
 
 _BASETEMP = pytest.StashKey[str]()
 

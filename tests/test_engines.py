@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import unpriv
 from engine_params import available
+from glibc_stores import COMPLETE, STORES
 
 from nbsandbox.store import StoreRoot
 
@@ -222,6 +223,75 @@ def _is_sleep(pid: int) -> bool:
             return f.read().strip() == "sleep"
     except OSError:
         return False
+
+
+# -- no host library in a store process ---------------------------------------------
+
+#: The host's library directories (the loader's defaults and the usual ld.so.conf ones).
+HOST_LIBRARY_DIRS = ("/lib/", "/lib32/", "/lib64/", "/libx32/", "/usr/lib/", "/usr/lib32/",
+                     "/usr/lib64/", "/usr/libx32/", "/usr/local/lib/")
+
+#: A store shell that prints its own mappings, then runs the store's Python,
+#: which looks up a user (NSS) and prints its mappings too.
+MAPS_SCRIPT = (
+    'mapfile -t m < /proc/self/maps; printf "%s\\n" "${m[@]}"; '
+    'exec python3 -c "import pwd; pwd.getpwuid(0); print(open(\'/proc/self/maps\').read())"'
+)
+
+
+def host_libraries(maps: str, root: StoreRoot) -> set[str]:
+    """ELF files from the host's library directories among the mapped files."""
+    found = set()
+    store = os.fspath(root.store_dir) + "/"
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].startswith("/"):
+            continue
+        path = fields[5].removesuffix(" (deleted)")
+        if root.in_store(path) or path.startswith(store):
+            continue
+        if path.startswith(HOST_LIBRARY_DIRS) and _is_elf(path):
+            found.add(path)
+    return found
+
+
+def _is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("store", COMPLETE)
+def test_no_host_library_in_a_store_process(glibc_store, engine, workdir, store):
+    """Stores nbsandbox did not make, with glibc older, equal and newer than the host's,
+    with and without libdl.so.2, items without hashes: every library mapped into
+    a store shell and the Python it runs comes from the store (or is nbsandbox's
+    own preload library and audit module)."""
+    root = glibc_store(store)
+    r = run(nbs(root, engine, "bash", "-c", MAPS_SCRIPT), cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "", r.stderr
+    assert "[stack]" in r.stdout
+    glibc, _ = STORES[store]
+    assert f"glibc.{glibc}+" in r.stdout  # the store's C library is what runs
+    assert host_libraries(r.stdout, root) == set()
+
+
+def test_a_library_missing_from_the_store_is_named(glibc_store, engine, workdir):
+    """zstd needs liblz4.so.1, which the store lacks: either the program does not
+    start and the loader names the library, or it starts and nbsandbox warns, in
+    one line that names it, that the host's copy is loaded."""
+    root = glibc_store("old-nolz4")
+    r = run(nbs(root, engine, "zstd", "-V"), cwd=workdir)
+    lines = [line for line in r.stderr.splitlines() if "liblz4.so.1" in line]
+    assert len(lines) == 1, r.stderr
+    if r.returncode == 0:
+        assert lines[0].startswith("nbsandbox: warning: zstd needs liblz4.so.1"), r.stderr
+        assert "zstd" in r.stdout
+    else:
+        assert r.returncode == 127 and "cannot open shared object file" in lines[0]
 
 
 # -- plan options ---------------------------------------------------------------

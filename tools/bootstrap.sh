@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(gcc make libc6-dev python3 python3-venv python3-dev proot bubblewrap patchelf
-              fakechroot git clang libclang-rt-14-dev)
+              fakechroot git clang libclang-rt-14-dev debian-archive-keyring)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -31,3 +31,10 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 # Always reinstall: cheap, and it rebuilds the native components from source.
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench,fuzz]'
+
+# Stores from other Debian releases (glibc older and newer than the host's) for
+# the tests; they are skipped, with the reason, when this cannot be done.
+if ! .venv/bin/python tools/glibc_stores.py >/dev/null; then
+    echo "bootstrap: warning: the glibc test stores could not be built (see above);" \
+         "their tests will be skipped" >&2
+fi

@@ -74,6 +74,10 @@ class Engine(abc.ABC):
     #: Whether the engine can only be judged for a given program and root
     #: (``host``): chains skip it when asked without a program.
     situational: ClassVar[bool] = False
+    #: Whether store programs' loaders search only the sandbox's directories
+    #: (fakechroot's audit module): a library the store lacks is then not
+    #: found, instead of taken from the host (see nbsandbox.hermetic).
+    confines_libraries: ClassVar[bool] = False
 
     _probe_cache: Probe | None = None
 

@@ -67,6 +67,7 @@ class FakechrootEngine(Engine):
         "dynamically linked programs only"
     )
     rank: ClassVar[int] = 20
+    confines_libraries: ClassVar[bool] = True
 
     def __init__(self, *, shells: tuple[str, ...] = DEFAULT_SHELLS, compat: bool = False,
                  preload_first: tuple[str, ...] = ()) -> None:
@@ -304,13 +305,18 @@ def _glibc_env(root: StoreRoot, ldso_sbx: str, env: dict[str, str]) -> dict[str,
     """
     added: dict[str, str] = {}
     lib = os.path.dirname(ldso_sbx)
-    defaults = {"GCONV_PATH": lib + "/gconv", "LOCPATH": lib + "/locale"}
+    # A distribution's glibc keeps its gconv modules under usr/lib/<multiarch>
+    # of its item even when the loader is in lib/<multiarch>.
+    item = root.prefix + "/" + ldso_sbx[len(root.prefix) + 1:].split("/", 1)[0]
+    defaults = {"GCONV_PATH": [lib + "/gconv", f"{item}/usr/lib/{os.path.basename(lib)}/gconv"],
+                "LOCPATH": [lib + "/locale"]}
     for name in ("GCONV_PATH", "LOCPATH", "GUIX_LOCPATH"):
         value = env.get(name)
         if value is None:
-            default = defaults.get(name)
-            if default and root.to_host(default).is_dir():
-                added[name] = os.fspath(root.to_host(default))
+            for default in defaults.get(name, ()):
+                if root.to_host(default).is_dir():
+                    added[name] = os.fspath(root.to_host(default))
+                    break
             continue
         parts = [os.fspath(root.to_host(p)) if root.in_store(os.path.normpath(p)) else p
                  for p in value.split(":")]

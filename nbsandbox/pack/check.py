@@ -7,8 +7,14 @@ store or finds nothing:
 - an ELF interpreter (``PT_INTERP``) outside the prefix or missing;
 - a ``DT_RUNPATH``/``DT_RPATH`` entry outside the prefix (``$ORIGIN``
   entries must land inside it);
-- a ``DT_NEEDED`` library that the object's own search path does not find in
-  the store.  Libraries of glibc that sit next to the store's loader count as
+- a program (an ELF file with an interpreter) that needs a library the store
+  lacks, directly or through its libraries, searched as the loader would
+  (nbsandbox.hermetic): under engines that let the loader see the host's
+  directories, the host's copy would be loaded;
+- a ``DT_NEEDED`` library of a shared library that its own search path does
+  not find in the store (nor, when it has no ``DT_RUNPATH``, the ``DT_RPATH``
+  of any program of the store, which the loader applies to what a program
+  loads).  Libraries of glibc that sit next to the store's loader count as
   found: every program loads ``libc.so.6`` first, and the loader reuses a
   library already loaded under the same name;
 - an executable script whose ``#!`` interpreter is outside the prefix;
@@ -24,6 +30,7 @@ import os
 import stat
 from collections.abc import Iterator
 
+from nbsandbox import hermetic
 from nbsandbox.elf import ElfInfo, is_elf, read_elf, read_shebang
 from nbsandbox.errors import ElfError, StoreError
 from nbsandbox.pack.closure import Resolver, expand_tokens
@@ -48,6 +55,8 @@ class _Checker:
         self.prefix = root.prefix
         self.problems: list[str] = []
         self._host_resolver: Resolver | None = None
+        self.libraries = hermetic.StoreLibraries(root)
+        self.program_rpath: list[str] = []  # DT_RPATH of the store's programs
 
     def problem(self, sandbox_path: str, text: str) -> None:
         self.problems.append(f"{sandbox_path}: {text}")
@@ -89,6 +98,13 @@ class _Checker:
         kinds = self.store_kinds(elves, loaders)
         glibc_dirs = {os.path.dirname(loader) for loader in loaders}
         loader_names = {os.path.basename(loader) for loader in loaders}
+        for sandbox, info in elves.items():
+            if info.interpreter and not info.runpath:
+                for entry in info.rpath:
+                    expanded = os.path.normpath(
+                        expand_tokens(entry, os.path.dirname(sandbox), "lib", info.machine))
+                    if self.in_prefix(expanded) and expanded not in self.program_rpath:
+                        self.program_rpath.append(expanded)
         for sandbox in sorted(elves):
             info = elves[sandbox]
             if info.kind not in ("executable", "shared"):
@@ -143,6 +159,12 @@ class _Checker:
                 self.problem(sandbox, f"{kind} entry {entry} is outside {self.prefix}")
             else:
                 dirs.append(expanded)
+        if info.interpreter is not None:
+            if self.in_prefix(info.interpreter):
+                self.check_program(sandbox)
+                return
+        elif not info.runpath:
+            dirs += self.program_rpath
         for name in info.needed:
             if any(self.exists(f"{d}/{name}") for d in dirs):
                 continue
@@ -155,6 +177,15 @@ class _Checker:
                 self.problem(sandbox, f"needs {name}, found only on the host ({host})")
             else:
                 self.problem(sandbox, f"needs {name}, which is not in the store")
+
+
+    def check_program(self, sandbox: str) -> None:
+        for m in self.libraries.missing(sandbox):
+            via = "" if m.needer == sandbox else f" (for {m.needer})"
+            if m.host is not None:
+                self.problem(sandbox, f"needs {m.name}{via}, found only on the host ({m.host})")
+            else:
+                self.problem(sandbox, f"needs {m.name}{via}, which is not in the store")
 
 
 def check_root(root: StoreRoot) -> list[str]:
