@@ -64,6 +64,17 @@ int main(int argc, char **argv) {
 
 DECOY_TEXT = "a host directory at the store's prefix, with other content\n"
 
+#: Scenario roots that are stores of tools/glibc_stores.py, by that tool's store names.
+GLIBC_STORES = {"glibc-old": "old", "glibc-new": "new-nolibdl"}
+
+#: What the store shell of a glibc store runs: its own store path must be there, and
+#: no shared object from the host's library directories may be mapped into it.
+GLIBC_CHECK = (
+    '[ -e "$BASH" ] && echo present; mapfile -t m < /proc/self/maps; '
+    'for l in "${m[@]}"; do case "$l" in *" /lib"*.so*|*" /usr/lib"*.so*|*" /usr/local/lib"*.so*) '
+    'echo "host library: ${l##* }";; esac; done; echo checked'
+)
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -74,7 +85,14 @@ class Scenario:
     how: str
     preexec: dict[str, object] = field(default_factory=dict)
     env: dict[str, str | None] = field(default_factory=dict)
-    root: str = "plain"  # which pack: plain, shadow (prefix exists on the host), odd (path)
+    #: which pack: plain, shadow (prefix exists on the host), odd (path), or a store of
+    #: tools/glibc_stores.py: glibc-old (2.31), glibc-new (2.41, /nix/store, no libdl.so.2)
+    root: str = "plain"
+
+    @property
+    def foreign(self) -> bool:
+        """Whether the root is a store that nbsandbox did not make (Debian's packages)."""
+        return self.root in GLIBC_STORES
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -120,6 +138,15 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("odd-path", "root on a path with spaces and non-ASCII characters",
              "the pack is copied to \"…/Données de test/pack root\"",
              root="odd"),
+    Scenario("glibc-older", "store glibc older than the host's (2.31)",
+             "a store nbsandbox did not make: Debian 11's bash and glibc 2.31, relocated into "
+             "items without hashes (tools/glibc_stores.py); its shell checks that no shared "
+             "object of the host's library directories is mapped into it",
+             root="glibc-old"),
+    Scenario("glibc-newer", "store glibc newer than the host's (2.41, no libdl.so.2)",
+             "the same with Debian 13's bash and glibc 2.41 at /nix/store, without "
+             "libdl.so.2 in its glibc item",
+             root="glibc-new"),
 )
 
 
@@ -133,8 +160,13 @@ class Roots:
     odd: Path
     shadow_prefix: str
     noproot_path: str
+    #: glibc store roots (GLIBC_STORES keys); a missing one could not be built: why
+    glibc: dict[str, Path] = field(default_factory=dict)
+    glibc_missing: dict[str, str] = field(default_factory=dict)
 
     def path(self, kind: str) -> Path:
+        if kind in GLIBC_STORES:
+            return self.glibc[kind]
         return {"plain": self.plain, "shadow": self.shadow, "odd": self.odd}[kind]
 
 
@@ -174,7 +206,26 @@ def build_roots(base: Path, progress: Callable[[str], None] = lambda _: None) ->
         if name != "proot":
             os.symlink(os.path.join("/usr/bin", name), noproot / name)
     _world_readable(noproot)
-    return Roots(base, Path(plain), Path(shadow), odd, str(prefix), str(noproot))
+    roots = Roots(base, Path(plain), Path(shadow), odd, str(prefix), str(noproot))
+    progress("building (or finding) the glibc stores")
+    for kind, name in GLIBC_STORES.items():
+        try:
+            roots.glibc[kind] = glibc_store(name)
+        except Exception as exc:  # the tool's BuildError: no network, apt-get, ...
+            roots.glibc_missing[kind] = str(exc)
+    return roots
+
+
+def glibc_store(name: str) -> Path:
+    """The root of tools/glibc_stores.py's store ``name`` (built once, cached)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("glibc_stores_tool", HERE / "glibc_stores.py")
+    assert spec and spec.loader
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("glibc_stores_tool", tool)
+    spec.loader.exec_module(tool)
+    return tool.build_store(tool.STORES[name])
 
 
 def host_snapshot(roots: Roots) -> dict[str, str]:
@@ -222,6 +273,8 @@ def _run(argv: list[str], scenario: Scenario, roots: Roots) -> subprocess.Comple
 
 
 def expected_output(scenario: Scenario) -> str:
+    if scenario.foreign:
+        return "present\nchecked\n"
     if scenario.root == "shadow":
         return "present\nabsent (No such file or directory)\n"
     return "present\n"
@@ -239,10 +292,16 @@ def check_args(scenario: Scenario, roots: Roots) -> list[str]:
     return args
 
 
+def program(scenario: Scenario) -> str:
+    """The program each cell runs: the tiny C program, or a glibc store's shell."""
+    return "bash" if scenario.foreign else "hm-check"
+
+
 def run_cell(scenario: Scenario, engine: str, roots: Roots) -> Cell:
     root = roots.path(scenario.root)
+    args = ["-c", GLIBC_CHECK] if scenario.foreign else check_args(scenario, roots)
     argv = [sys.executable, "-m", "nbsandbox", "run", "--root", str(root), "--engine", engine,
-            "--explain", "--", "hm-check", *check_args(scenario, roots)]
+            "--explain", "--", program(scenario), *args]
     proc = _run(argv, scenario, roots)
     cell = Cell(scenario.name, engine, False, returncode=proc.returncode, stdout=proc.stdout,
                 stderr=proc.stderr)
@@ -287,10 +346,12 @@ def doctor_disagreements(cells: dict[str, Cell], doctor: dict) -> list[str]:
         if picks != ran:
             out.append(f"{name}: doctor picks {picks}, the run used {ran}")
     programs = {p["name"]: p for p in doctor["root"]["programs"]}
-    auto = programs["hm-check"]["auto"]
+    name = next(iter(cells.values())).scenario
+    prog = program(next(s for s in SCENARIOS if s.name == name))
+    auto = programs[prog]["auto"] if prog in programs else None
     ran = cells["auto"].picked if cells["auto"].works else None
     if auto != ran:
-        out.append(f"auto for hm-check: doctor picks {auto}, the run used {ran}")
+        out.append(f"auto for {prog}: doctor picks {auto}, the run used {ran}")
     return out
 
 
@@ -358,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for scenario in SCENARIOS:
             if args.scenario and scenario.name not in args.scenario:
+                continue
+            if scenario.root in roots.glibc_missing:
+                print(f"scenario {scenario.name} skipped: {roots.glibc_missing[scenario.root]}",
+                      file=sys.stderr)
                 continue
             print(f"scenario {scenario.name}", file=sys.stderr)
             rows.append(run_scenario(scenario, roots))
