@@ -16,8 +16,10 @@ says so in one line (:func:`host_library_warning`).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from nbsandbox.elf import ElfInfo, is_elf, read_elf
 from nbsandbox.errors import ElfError, StoreError
@@ -121,6 +123,13 @@ class StoreLibraries:
         return found
 
 
+@functools.lru_cache(maxsize=64)
+def _missing(root_path: str, prefix: str, program: str, store_mtime: int) -> tuple[Missing, ...]:
+    """StoreLibraries.missing, remembered while the store's items stay the same
+    (front ends that launch often, such as %%sandbox in a kernel, ask again and again)."""
+    return tuple(StoreLibraries(StoreRoot(Path(root_path), prefix)).missing(program))
+
+
 def host_library_warning(root: StoreRoot, program: str, engine: str) -> str | None:
     """One line for a launch whose program needs libraries the store lacks, or None.
 
@@ -128,7 +137,11 @@ def host_library_warning(root: StoreRoot, program: str, engine: str) -> str | No
     interpreter).  For engines under which the loader sees the host's
     directories: the host's copies would be loaded without a word otherwise.
     """
-    missing = StoreLibraries(root).missing(program)
+    try:
+        store_mtime = root.store_dir.stat().st_mtime_ns
+    except OSError:
+        return None
+    missing = _missing(str(root.path), root.prefix, program, store_mtime)
     if not missing:
         return None
     names = sorted({m.name for m in missing})

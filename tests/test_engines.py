@@ -279,6 +279,16 @@ def test_no_host_library_in_a_store_process(glibc_store, engine, workdir, store)
     assert host_libraries(r.stdout, root) == set()
 
 
+@pytest.mark.parametrize("store", ["old", "new-nolibdl"])
+def test_a_store_of_another_glibc_behaves_like_the_program(glibc_store, engine, workdir, store):
+    """Exit status, signal death and working directory with glibc 2.31 and 2.41."""
+    root = glibc_store(store)
+    r = run(nbs(root, engine, "bash", "-c", "pwd; exit 7"), cwd=workdir)
+    assert (r.returncode, r.stdout) == (7, f"{workdir}\n"), r.stderr
+    r = run(nbs(root, engine, "bash", "-c", "kill -TERM $$; sleep 5"), cwd=workdir)
+    assert r.returncode == -signal.SIGTERM, r.stderr
+
+
 def test_a_library_missing_from_the_store_is_named(glibc_store, engine, workdir):
     """zstd needs liblz4.so.1, which the store lacks: either the program does not
     start and the loader names the library, or it starts and nbsandbox warns, in
