@@ -46,7 +46,8 @@ class Target:
 TARGETS: list[Target] = [
     Target("nbs-launch", "exe", (
         "launch/main.c", "launch/util.c", "launch/userns.c", "launch/userns_view.c",
-        "launch/supervise.c", "launch/report.c", "launch/janitor.c", "common/execpath.c",
+        "launch/supervise.c", "launch/report.c", "launch/janitor.c", "launch/seccomp.c",
+        "launch/reap.c", "common/execpath.c",
     )),
     # The fakechroot engine: both libraries are loaded into store programs of
     # any glibc since 2.17 (see fakechroot/compat.h).  The audit module links

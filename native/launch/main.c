@@ -16,7 +16,9 @@ static const char usage[] =
     "         --probe                 do every step but the exec; exit 0 if all worked\n"
     "       nbs-launch supervise [--tmpdir DIR [--leftovers PREFIX]] -- WRAPPER [ARG...]\n"
     "         an argument " STATUS_FD_PLACEHOLDER " becomes the status pipe's fd\n"
-    "       nbs-launch report --fd N [--argv0 NAME] [--unsetenv NAME]... -- PROGRAM [ARG...]\n"
+    "       nbs-launch report --fd N [--argv0 NAME] [--unsetenv NAME]... [--deny-untranslated]\n"
+    "                         -- PROGRAM [ARG...]\n"
+    "         --deny-untranslated  system calls PRoot does not translate fail with ENOSYS\n"
     "\n"
     "Failures of nbs-launch itself exit with 125; a program that cannot be\n"
     "executed gives 126, one that is not found 127.\n";

@@ -119,4 +119,16 @@ pid_t janitor_start(int life_rd, int life_wr, int parentfd, const char *name, in
 void janitor_set_leftovers(const char *prefix);
 void janitor_remove_leftovers(pid_t wrapper);
 
+/* seccomp.c: make the system calls PRoot does not translate fail with
+ * ENOSYS in this process and its descendants (sets no_new_privs).  0, or -1
+ * with errno (EINVAL: the kernel has no seccomp filters). */
+int seccomp_deny_untranslated(void);
+
+/* reap.c: the program's descendants.  descendants_adopt() before starting
+ * it (orphans in its tree become our children); descendants_end() once it
+ * has ended: SIGTERM to each one left, SIGKILL after GRACE_MS, returns when
+ * none is left. */
+void descendants_adopt(void);
+void descendants_end(int grace_ms);
+
 #endif

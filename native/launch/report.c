@@ -5,6 +5,11 @@
  * The program gets its own process group (the supervisor sends ^C to it) and
  * SIGKILL if the reporter dies (so if the wrapper dies, since the reporter
  * asks for the same from the wrapper).
+ *
+ * The run ends when the program ends: descendants it leaves behind get
+ * SIGTERM, then SIGKILL after GRACE_MS (see reap.c).  With
+ * --deny-untranslated, the program runs under the seccomp filter of
+ * seccomp.c (for PRoot).
  */
 #include "nbs.h"
 
@@ -20,6 +25,10 @@
 
 /* Signals a terminal (or a lost status pipe) would send the reporter; the
  * program gets its original dispositions back before exec. */
+/* How long descendants left behind by the program have between SIGTERM and
+ * SIGKILL. */
+#define GRACE_MS 2000
+
 static const int quiet[] = {SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGHUP, SIGPIPE};
 #define NQUIET (sizeof quiet / sizeof *quiet)
 
@@ -52,12 +61,17 @@ int cmd_report(int argc, char **argv)
 {
     int fd = -1;
     const char *argv0 = NULL;
+    bool deny_untranslated = false;
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--")) {
             i++;
             break;
+        }
+        if (!strcmp(a, "--deny-untranslated")) {
+            deny_untranslated = true;
+            continue;
         }
         if (i + 1 >= argc)
             die("report: unexpected argument %s", a);
@@ -112,6 +126,7 @@ int cmd_report(int argc, char **argv)
     if (argv0)
         pargv[0] = (char *)argv0;
 
+    descendants_adopt();
     pid_t me = getpid();
     pid_t child = fork();
     if (child < 0)
@@ -125,6 +140,10 @@ int cmd_report(int argc, char **argv)
         for (size_t k = 0; k < NQUIET; k++)
             (void)sigaction(quiet[k], &saved[k], NULL);
         (void)sigaction(SIGCHLD, &saved_chld, NULL);
+        /* EINVAL: no seccomp filters in this kernel, and so no PRoot
+         * acceleration either; the calls then escape as before. */
+        if (deny_untranslated && seccomp_deny_untranslated() != 0 && errno != EINVAL)
+            die_err(errno, NULL, "report: installing the seccomp filter");
         _exit(exec_program(program, pargv));
     }
     /* Both sides set the group, so that it exists when "P" arrives.  EACCES:
@@ -132,12 +151,15 @@ int cmd_report(int argc, char **argv)
     (void)setpgid(child, child);
     tell(status_fd, 'P', (long)outer_pid(child));
 
+    /* Orphans adopted meanwhile are reaped here too. */
     int status;
-    while (waitpid(child, &status, 0) < 0) {
-        if (errno != EINTR)
+    pid_t p;
+    while ((p = waitpid(-1, &status, 0)) != child) {
+        if (p < 0 && errno != EINTR)
             die_err(errno, NULL, "waitpid");
     }
     tell(status_fd, 'S', (long)status);
+    descendants_end(GRACE_MS);
     /* For the wrapper's sake: the status as a shell would show it. */
     if (WIFEXITED(status))
         return WEXITSTATUS(status);

@@ -100,7 +100,7 @@ class ProotEngine(Engine):
         if not self.seccomp and NO_SECCOMP not in env:
             env[NO_SECCOMP] = "1"
             added.append(NO_SECCOMP)
-        args += report(plan, unset=tuple(added))
+        args += report(plan, unset=tuple(added), deny_untranslated=True)
         # Releases of PRoot without PROOT_TMP_DIR (Debian's 5.1) put their
         # loader (prooted-<pid>-*) and the directories that glue a binding to
         # a missing path (proot-<pid>-*) in /tmp, whatever TMPDIR says, and

@@ -39,9 +39,16 @@ def supervise(tool_argv: list[str], *, tmpdir: str | None = None,
     return [*argv, "--", *tool_argv]
 
 
-def report(plan: LaunchPlan, *, unset: tuple[str, ...] = ()) -> list[str]:
-    """The argv that runs inside the tool: the reporter, then the program."""
+def report(plan: LaunchPlan, *, unset: tuple[str, ...] = (),
+           deny_untranslated: bool = False) -> list[str]:
+    """The argv that runs inside the tool: the reporter, then the program.
+
+    ``deny_untranslated``: the system calls PRoot passes through untranslated
+    fail with ENOSYS in the program (see native/launch/seccomp.c).
+    """
     argv = [str(native_path("nbs-launch")), "report", "--fd", STATUS_FD, "--argv0", plan.argv[0]]
     for name in unset:
         argv += ["--unsetenv", name]
+    if deny_untranslated:
+        argv.append("--deny-untranslated")
     return [*argv, "--", plan.program, *plan.argv[1:]]
