@@ -339,10 +339,11 @@ WRAPPERS = [w for w in ("proot", "bwrap") if shutil.which(w)]
 
 
 def supervised(launcher: str, store: Path, wrapper: str, script: str,
-               tmpdir: Path | None = None, prefix: str = "/gnu/store") -> list[str]:
+               tmpdir: Path | None = None, prefix: str = "/gnu/store",
+               report_options: tuple[str, ...] = ()) -> list[str]:
     """The store at PREFIX, whose parent need not exist on the host: bubblewrap
     gets the view the bwrap engine builds (on its own tmpfs, nothing made on the host)."""
-    report = [launcher, "report", "--fd", "@NBS_STATUS_FD@", "--", *sh(script)]
+    report = [launcher, "report", "--fd", "@NBS_STATUS_FD@", *report_options, "--", *sh(script)]
     if wrapper == "proot":
         tool = ["proot", "-b", f"{store}:{prefix}", *report]
     else:
@@ -546,6 +547,51 @@ def test_report_protocol(launcher):
     assert sorted(lines) == sorted([pid_lines[0], "named", "S 768"])
 
 
+# Raw system calls, no C library fallback: what PRoot leaves untranslated.
+RAW_CALLS = f"""
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+path = b"/gnu/store/{ITEM}/bin/hello"
+def say(name, r):
+    print(name, "ok" if r == 0 else errno.errorcode[ctypes.get_errno()])
+say("statx", libc.syscall(332, -100, path, 0, 0x7ff, ctypes.create_string_buffer(256)))
+say("faccessat2", libc.syscall(439, -100, path, os.X_OK, 0x200))
+say("faccessat", libc.syscall(269, -100, path, os.X_OK))
+print("eaccess", os.access(path, os.X_OK, effective_ids=True))
+"""
+
+
+@pytest.mark.skipif(not shutil.which("proot"), reason="needs proot")
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="raw x86_64 system call numbers")
+@pytest.mark.parametrize("accelerated", [True, False], ids=["seccomp", "no-seccomp"])
+def test_report_deny_untranslated_under_proot(launcher, store, accelerated):
+    env = {k: v for k, v in os.environ.items() if k != "PROOT_NO_SECCOMP"}
+    if not accelerated:
+        env["PROOT_NO_SECCOMP"] = "1"
+    script = f"exec {sys.executable} -c '{RAW_CALLS}'"
+    without = unpriv.run(supervised(launcher, store, "proot", script), env=env)
+    # The kernel looks for the path on the host: ENOENT (EACCES if the host
+    # has an unreadable /gnu/store).
+    calls = dict(line.split() for line in without.stdout.splitlines())
+    assert calls["statx"] in ("ENOENT", "EACCES") and calls["faccessat2"] == calls["statx"], \
+        without.stderr
+    proc = unpriv.run(supervised(launcher, store, "proot", script,
+                                 report_options=("--deny-untranslated",)), env=env)
+    assert proc.stdout.splitlines() == ["statx ENOSYS", "faccessat2 ENOSYS", "faccessat ok",
+                                        "eaccess True"], proc.stderr
+
+
+LEAVE_CHILDREN = ("(trap '' TERM; exec sleep 600) & echo $!; "
+                  "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!; exit 3")
+
+
+def test_supervised_program_leaves_no_descendant(launcher, store, wrapper):
+    proc = unpriv.run(supervised(launcher, store, wrapper, LEAVE_CHILDREN), timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2 and all(gone(p) for p in pids)
+
+
 # --- AddressSanitizer builds --------------------------------------------------------
 
 
@@ -573,4 +619,8 @@ def test_asan_supervise_and_report(asan_launcher, store, work):
     assert (proc.returncode, proc.stderr) == (7, "")
     proc = unpriv.run(supervised(asan_launcher, store, "bwrap", "kill -TERM $$", tmpdir=scratch))
     assert (proc.returncode, proc.stderr) == (-15, "")
+    proc = unpriv.run(supervised(asan_launcher, store, "bwrap", LEAVE_CHILDREN, tmpdir=scratch,
+                                 report_options=("--deny-untranslated",)), timeout=60)
+    assert (proc.returncode, proc.stderr) == (3, "")
+    assert all(gone(int(p)) for p in proc.stdout.split())
     assert not scratch.exists()
