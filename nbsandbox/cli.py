@@ -14,11 +14,14 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from nbsandbox import __version__
 from nbsandbox.errors import NbsandboxError, UsageError
+from nbsandbox.policy import ROOT_ENV
 
-ROOT_ENV = "NBSANDBOX_ROOT"
+#: Who asks, in the one-line errors of ``nbsandbox run`` and ``doctor``.
+_SOURCE = "the command line"
 
 #: Modules that add sub-commands with a ``register(subparsers)`` function.
 COMMAND_MODULES = ("nbsandbox.pack.commands", "nbsandbox.kernelspec")
@@ -30,31 +33,49 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_root_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", "-r", default=os.environ.get(ROOT_ENV),
-                   help=f"store root to run from (default: ${ROOT_ENV})")
+    p.add_argument("--root", "-r",
+                   help="store root: a name from SandboxPolicy.roots or a path (default: "
+                        f"SandboxPolicy.default_root, else ${ROOT_ENV})")
     p.add_argument("--prefix",
                    help="the store's prefix, if the root does not say (e.g. /gnu/store)")
 
 
-def _open_root(args: argparse.Namespace, *, required: bool = True):
+def _policy(settings: dict | None = None) -> Any:
+    """The effective policy of the command line: the administrator's, then
+    ``nbsandbox_config.{json,py}``, then ``settings`` from the command line."""
+    from nbsandbox.policy import SandboxPolicy, user_config
+
+    return SandboxPolicy(config=user_config()).effective_policy(settings, _SOURCE)
+
+
+def _open_root(args: argparse.Namespace, policy: Any, *, required: bool = True) -> Any:
     from nbsandbox.store import StoreRoot
 
-    if not args.root:
+    if not (args.root or policy.default_root or os.environ.get(ROOT_ENV)):
         if required:
-            raise UsageError(f"no store root given: pass --root DIR or set ${ROOT_ENV}")
+            raise UsageError(f"no store root given: pass --root DIR or set ${ROOT_ENV} "
+                             "(or SandboxPolicy.default_root)")
         return None
-    return StoreRoot.open(args.root, prefix=args.prefix)
+    return StoreRoot.open(policy.root_path(args.root, _SOURCE), prefix=args.prefix)
+
+
+def _engine_help() -> str:
+    from nbsandbox.engines import ENV_VAR, META, engine_names
+
+    return (f"engine or meta-engine: {', '.join([*META, *engine_names()])}, or a chain "
+            f"from SandboxPolicy.chains (default: ${ENV_VAR}, else SandboxPolicy.engine); "
+            "the policy must allow it")
 
 
 def _register_run(sub) -> None:
     p = sub.add_parser(
         "run", help="run a program from a store root",
         description="Run PROGRAM (a store path, or a name in the root's bin/) so that it sees "
-                    "the store at its prefix.",
+                    "the store at its prefix, within the policy (as %%sandbox and packed "
+                    "kernels do).",
     )
     _add_root_options(p)
-    p.add_argument("--engine", "-e", help="engine or meta-engine: default, performance, auto, "
-                   "userns, fakechroot, bwrap, proot, host (default: $NBSANDBOX_ENGINE or default)")
+    p.add_argument("--engine", "-e", help=_engine_help())
     p.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]",
                    help="make host SRC visible at DST (read-write)")
     p.add_argument("--ro-bind", action="append", default=[], metavar="SRC[:DST]",
@@ -66,7 +87,8 @@ def _register_run(sub) -> None:
     p.add_argument("--no-keep-cwd", dest="keep_cwd", action="store_false",
                    help="with --isolate-home, hide the working directory too when it is in home")
     p.add_argument("--explain", action="store_true",
-                   help="say on stderr which engine runs and why others were skipped")
+                   help="say on stderr which engine runs, which policy layer asked for it, "
+                        "and why others were skipped")
     p.add_argument("--dry-run", action="store_true",
                    help="print the command that would run, do not run it")
     p.add_argument("program", metavar="PROGRAM")
@@ -75,18 +97,22 @@ def _register_run(sub) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from nbsandbox.launch import exec_in_place, make_plan, prepare
-    from nbsandbox.plan import Bind
+    from nbsandbox.launch import RequestOptions, exec_in_place, request
 
-    root = _open_root(args)
     program_args = args.args[1:] if args.args[:1] == ["--"] else args.args
-    binds = [Bind.parse(b) for b in args.bind] + [Bind.parse(b, read_only=True)
-                                                  for b in args.ro_bind]
     if not args.isolate_home and not args.keep_cwd:
         raise UsageError("--no-keep-cwd only makes sense with --isolate-home")
-    plan = make_plan(root, args.program, program_args, binds=binds, hide=args.hide,
-                     isolate_home=args.isolate_home, keep_cwd=args.keep_cwd)
-    launch = prepare(plan, args.engine)
+    settings: dict[str, Any] = {}
+    for name, value in (("binds", args.bind), ("ro_binds", args.ro_bind),
+                        ("hide", args.hide), ("isolate_home", args.isolate_home)):
+        if value:
+            settings[name] = value
+    policy = _policy(settings)
+    if args.engine:  # the flags first, before the root is opened
+        policy.check_engine(args.engine, _SOURCE)
+    root = _open_root(args, policy)
+    launch = request(policy, root, args.program, program_args, engine=args.engine,
+                     source=_SOURCE, options=RequestOptions(keep_cwd=args.keep_cwd))
     if args.explain:
         print(launch.resolution.explain(), file=sys.stderr)
     if args.dry_run:
@@ -110,8 +136,9 @@ def _register_doctor(sub) -> None:
 def run_doctor(args: argparse.Namespace) -> int:
     from nbsandbox import doctor
 
-    root = _open_root(args, required=False)
-    data = doctor.report(root)
+    policy = _policy()
+    root = _open_root(args, policy, required=False)
+    data = doctor.report(root, policy)
     print(json.dumps(data, indent=2) if args.json else doctor.format_text(data))
     return 0
 

@@ -1,7 +1,10 @@
-"""``nbsandbox doctor``: what each engine can do on this host, and for a root, what ``auto`` picks.
+"""``nbsandbox doctor``: what each engine can do on this host, and for a root, what runs.
 
-The same facts feed the command line (text or JSON) and the ``%sandbox_doctor``
-magic (HTML).
+Engines are judged through the same resolver as every launch
+(:func:`nbsandbox.engines.resolve`) with the effective policy: an engine the
+policy does not allow is shown as such and never offered by a meta-engine or
+chain.  The same facts feed the command line (text or JSON) and the
+``%sandbox_doctor`` magic (HTML).
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ from __future__ import annotations
 import html
 import os
 import platform
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbsandbox.engines import META, all_engines, resolve
+from nbsandbox.engines import META, NOT_ALLOWED, all_engines, resolve
 from nbsandbox.errors import NbsandboxError
 from nbsandbox.program import host_machine, inspect_program
 from nbsandbox.store import StoreRoot
+
+if TYPE_CHECKING:
+    from nbsandbox.policy import Policy
 
 MAX_PROGRAMS = 12
 
@@ -39,40 +45,66 @@ def host_facts() -> dict[str, Any]:
     }
 
 
-def report(root: StoreRoot | None = None) -> dict[str, Any]:
-    """Everything doctor shows, as plain data."""
-    engines = [
-        {"name": e.name, "rank": e.rank, "summary": e.summary,
-         "available": e.probe().available, "detail": e.probe().reason}
-        for e in all_engines()
-    ]
+def _resolve(name: str, policy: Policy | None, program: Any = None) -> Any:
+    if policy is None:
+        return resolve(name, program)
+    return resolve(name, program, chains=policy.chains, allowed=policy.allowed_engines)
+
+
+def report(root: StoreRoot | None = None, policy: Policy | None = None) -> dict[str, Any]:
+    """Everything doctor shows, as plain data; judged under ``policy`` when given
+    (``nbsandbox doctor`` and ``%sandbox_doctor`` pass the effective policy)."""
+    engines = []
+    for e in all_engines():
+        entry = {"name": e.name, "rank": e.rank, "summary": e.summary,
+                 "available": e.probe().available, "detail": e.probe().reason}
+        if policy is not None:
+            entry["allowed"] = policy.allowed(e.name)
+        engines.append(entry)
     meta: dict[str, Any] = {}
-    for name in META:
+    for name in [*META, *(policy.chains if policy is not None else ())]:
         try:
-            r = resolve(name)
+            r = _resolve(name, policy)
             meta[name] = {"picks": r.engine.name, "skipped": r.skipped}
         except NbsandboxError as exc:
             meta[name] = {"picks": None, "error": str(exc)}
     data: dict[str, Any] = {"host": host_facts(), "engines": engines, "meta": meta}
     if root is not None:
-        data["root"] = root_report(root)
+        data["root"] = root_report(root, policy)
+    if policy is not None:
+        data["policy"] = policy.summary()
     return data
 
 
-def root_report(root: StoreRoot) -> dict[str, Any]:
+def root_report(root: StoreRoot, policy: Policy | None = None) -> dict[str, Any]:
+    """For each program of the root's ``bin/``: what ``auto`` picks and, under a
+    policy, what its engine picks (what ``nbsandbox run`` would use)."""
     programs = []
     names = root.profile_programs()[:MAX_PROGRAMS]
+    requested = None
+    if policy is not None:
+        try:
+            requested = policy.requested()[0]
+        except NbsandboxError:  # e.g. $NBSANDBOX_ENGINE names a forbidden engine
+            requested = None
     for name in names:
         entry: dict[str, Any] = {"name": name}
         try:
             info = inspect_program(root, root.find_program(name))
             entry["kind"] = info.describe()
-            r = resolve("auto", info)
+            r = _resolve("auto", policy, info)
             entry["auto"] = r.engine.name
             entry["skipped"] = r.skipped
         except NbsandboxError as exc:
             entry["auto"] = None
             entry["error"] = str(exc)
+        if requested is not None and "kind" in entry:
+            entry["engine"] = requested
+            try:
+                entry["picks"] = _resolve(requested, policy, info).engine.name
+            except NbsandboxError as exc:
+                entry["picks"] = None
+                entry["engine_error"] = str(exc)
         programs.append(entry)
     return {
         "path": str(root.path),
@@ -84,6 +116,22 @@ def root_report(root: StoreRoot) -> dict[str, Any]:
     }
 
 
+def _status(e: dict[str, Any]) -> tuple[str, str]:
+    if e.get("allowed") is False:
+        return "not allowed", NOT_ALLOWED
+    return ("available" if e["available"] else "unavailable"), e["detail"]
+
+
+def policy_line(data: dict[str, Any]) -> str | None:
+    """One line on the policy doctor judged by, if any."""
+    policy = data.get("policy")
+    if not policy:
+        return None
+    allowed = policy.get("allowed_engines")
+    return (f"policy: engine {policy['engine']}; allowed: "
+            f"{', '.join(allowed) if allowed else 'every engine'}")
+
+
 def format_text(data: dict[str, Any]) -> str:
     host = data["host"]
     out = [
@@ -93,8 +141,8 @@ def format_text(data: dict[str, Any]) -> str:
         f"{'engine':<12} {'status':<12} detail",
     ]
     for e in data["engines"]:
-        status = "available" if e["available"] else "unavailable"
-        out.append(f"{e['name']:<12} {status:<12} {e['detail']}")
+        status, detail = _status(e)
+        out.append(f"{e['name']:<12} {status:<12} {detail}")
     out += ["", "meta-engines:"]
     for name, m in data["meta"].items():
         if m["picks"]:
@@ -107,12 +155,18 @@ def format_text(data: dict[str, Any]) -> str:
         out += ["", f"root {root['path']} (prefix {root['prefix']}, {root['items']} items"
                 + (", present on this host" if root["present_on_host"] else "") + ")"]
         for p in root["programs"]:
-            if p["auto"]:
+            if "engine" in p:
+                picks = p["picks"] or f"none: {p['engine_error']}"
+                out.append(f"  {p['name']:<20} {p['engine']} -> {picks:<11} {p['kind']}")
+            elif p["auto"]:
                 out.append(f"  {p['name']:<20} auto -> {p['auto']:<11} {p['kind']}")
             else:
                 out.append(f"  {p['name']:<20} error: {p['error']}")
         if root["more_programs"]:
             out.append(f"  ... and {root['more_programs']} more in bin/")
+    line = policy_line(data)
+    if line:
+        out += ["", line]
     return "\n".join(out)
 
 
@@ -120,8 +174,8 @@ def format_html(data: dict[str, Any]) -> str:
     esc = html.escape
     rows = "".join(
         f"<tr><td><code>{esc(e['name'])}</code></td>"
-        f"<td>{'✔ available' if e['available'] else '✘ unavailable'}</td>"
-        f"<td>{esc(e['detail'])}</td></tr>"
+        f"<td>{'✔' if _status(e)[0] == 'available' else '✘'} {esc(_status(e)[0])}</td>"
+        f"<td>{esc(_status(e)[1])}</td></tr>"
         for e in data["engines"]
     )
     meta = "".join(
@@ -130,7 +184,9 @@ def format_html(data: dict[str, Any]) -> str:
         + "</li>"
         for n, m in data["meta"].items()
     )
+    line = policy_line(data)
     return (
         "<table><thead><tr><th>engine</th><th>status</th><th>detail</th></tr></thead>"
         f"<tbody>{rows}</tbody></table><p>meta-engines:</p><ul>{meta}</ul>"
+        + (f"<p>{esc(line)}</p>" if line else "")
     )

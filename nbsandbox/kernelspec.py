@@ -8,8 +8,9 @@ works on its own for those that do not (VS Code...)::
     [HOST_PYTHON, "-m", "nbsandbox", "kernel", "launch", "--root", ROOT, ...,
      "--", STORE_PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
-``nbsandbox kernel launch`` applies the same policy as the provisioner and then
-*execs* the engine command, so the process a front end started is the kernel
+``nbsandbox kernel launch`` makes the same request as the provisioner
+(:func:`nbsandbox.kernels.kernel_request`) and then *execs* the engine command,
+so the process a front end started is the kernel
 (or a wrapper that forwards its signals and exit status).
 ``nbsandbox kernel list`` shows installed packed kernels and whether their roots
 are still usable.
@@ -29,17 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from nbsandbox.errors import NbsandboxError, StoreError, UsageError
-from nbsandbox.policy import ROOT_ENV, SandboxPolicy, load_config_files
+from nbsandbox.kernels import connection_file_dirs, kernel_request
+from nbsandbox.policy import ROOT_ENV, SandboxPolicy, user_config
 from nbsandbox.store import StoreRoot
 
-#: File names of the command line's own configuration, in Jupyter's config directories.
-USER_CONFIG_BASENAME = "nbsandbox_config"
 #: Key of nbsandbox's own metadata in kernel.json and notebooks.
 METADATA_KEY = "nbsandbox"
 #: The name a kernelspec gives to select :class:`nbsandbox.provisioner.SandboxProvisioner`.
 PROVISIONER_NAME = "nbsandbox-provisioner"
-#: Variables of the kernel protocol that pass whatever the environment allow-list says.
-KERNEL_VARS = ("JPY_PARENT_PID", "JPY_SESSION_NAME", "JPY_INTERRUPT_EVENT")
 
 
 class KernelLauncher(SandboxPolicy):
@@ -48,34 +46,7 @@ class KernelLauncher(SandboxPolicy):
     ``nbsandbox_config.py``/``.json`` in Jupyter's configuration directories."""
 
 
-def user_config() -> Any:
-    """The command line's configuration: ``nbsandbox_config.{json,py}`` in Jupyter's
-    config path (lowest priority first, so nearer files override)."""
-    try:
-        from jupyter_core.paths import jupyter_config_path
-        dirs = jupyter_config_path()
-    except ImportError:
-        dirs = [os.path.expanduser("~/.jupyter")]
-    files = [Path(d, USER_CONFIG_BASENAME + ext) for d in reversed(dirs)
-             for ext in (".json", ".py")]
-    return load_config_files(files)
-
-
 # -- facts about a root's Python ---------------------------------------------------------
-
-
-def root_python(root: StoreRoot) -> str:
-    """Sandbox path of the root's Python: the pack's recorded one, else ``python3`` or
-    ``python`` from its ``bin/``."""
-    if root.metadata is not None and root.metadata.python:
-        return root.find_program(root.metadata.python)
-    for name in ("python3", "python"):
-        try:
-            return root.find_program(name)
-        except StoreError:
-            continue
-    raise StoreError(f"store root {root.path} has no Python: no python recorded in its pack "
-                     "metadata and no python3 in its bin/")
 
 
 def find_package(root: StoreRoot, package: str) -> Path | None:
@@ -125,7 +96,7 @@ def kernel_json(
     checkout of nbsandbox, so that ``%load_ext nbsandbox`` works in a kernel whose
     pack does not have it).
     """
-    python = root_python(root)
+    python = root.python()
     ipykernel_dir = require_ipykernel(root)
     version = python_version(ipykernel_dir) or "3"
     launch_opts = ["--root", str(root.path)]
@@ -219,7 +190,7 @@ def packed_kernels() -> list[dict[str, Any]]:
                 raise UsageError("no root in kernel.json")
             store_root = SandboxPolicy().effective_policy().open_root(root)
             store_root.validate()
-            python = (ours or {}).get("python") or root_python(store_root)
+            python = (ours or {}).get("python") or store_root.python()
             store_root.find_program(python)
             require_ipykernel(store_root)
         except NbsandboxError as exc:
@@ -310,23 +281,9 @@ def run_kernel_list(args: argparse.Namespace) -> int:
     return 0 if all(k["status"] == "ok" for k in kernels) else 1
 
 
-def connection_file_dirs(argv: list[str]) -> list[str]:
-    """Directories of the connection file named in a kernel's argv (``-f PATH``)."""
-    dirs = []
-    for i, word in enumerate(argv):
-        path = None
-        if word == "-f" and i + 1 < len(argv):
-            path = argv[i + 1]
-        elif word.startswith(("--f=", "--ConnectionFileMixin.connection_file=")):
-            path = word.split("=", 1)[1]
-        if path and os.path.isabs(path) and os.path.isdir(os.path.dirname(path)):
-            dirs.append(os.path.dirname(path))
-    return dirs
-
-
 def run_kernel_launch(args: argparse.Namespace) -> int:
     from nbsandbox.launch import exec_in_place
-    from nbsandbox.plan import Bind, parse_env
+    from nbsandbox.plan import parse_env
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
@@ -344,16 +301,8 @@ def run_kernel_launch(args: argparse.Namespace) -> int:
         request["env"] = env
     source = "the kernel's argv (nbsandbox kernel launch)"
     policy = KernelLauncher(config=user_config()).effective_policy(request, source)
-    root = policy.open_root(args.root, source)
-    extra = []
-    if policy.isolate_home:
-        home = os.environ.get("HOME") or os.path.expanduser("~")
-        extra = [Bind.parse(d) for d in connection_file_dirs(command)
-                 if os.path.normpath(d).startswith(os.path.normpath(home) + "/")]
-    env = {**os.environ, ROOT_ENV: str(root.path)}  # the kernel's magics default to its root
-    plan = policy.make_plan(root, command[0], command[1:], env=env,
-                            keep_env=[*KERNEL_VARS, ROOT_ENV], extra_binds=extra)
-    launch = policy.prepare(plan, args.engine, source)
+    launch = kernel_request(policy, args.root, command, env=os.environ, engine=args.engine,
+                            source=source, connection_dirs=connection_file_dirs(command))
     if args.explain:
         print(launch.resolution.explain(), file=sys.stderr)
     exec_in_place(launch.command)

@@ -1,8 +1,13 @@
-"""From a request to a running process: plan -> engine -> command -> process.
+"""From a request to a running process: policy -> plan -> engine -> command -> process.
 
-Front ends call :func:`make_plan`, then :func:`prepare` (which inspects the
-program and resolves the engine), then either :func:`exec_in_place` or
-:func:`spawn`.
+Every front end launches through one call, :func:`request`: the ``%%sandbox``
+and ``%sandbox`` magics, the kernel provisioner and ``nbsandbox kernel launch``
+(both through :func:`nbsandbox.kernels.kernel_request`), and ``nbsandbox run``.
+It checks the engine against the policy, opens the root, builds the plan
+(:func:`make_plan`, under the policy's environment filter, binds, hidden paths
+and home isolation), inspects the program once and lets
+:func:`nbsandbox.engines.resolve` choose the engine (:func:`prepare`).  The
+front end then runs the command with :func:`exec_in_place` or :func:`spawn`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nbsandbox.engines import Command, Resolution, requested_engine, resolve
 from nbsandbox.errors import EngineUnavailable
@@ -19,6 +25,9 @@ from nbsandbox.hermetic import host_library_warning
 from nbsandbox.plan import Bind, LaunchPlan
 from nbsandbox.program import ProgramInfo, host_machine, inspect_program
 from nbsandbox.store import StoreRoot
+
+if TYPE_CHECKING:
+    from nbsandbox.policy import Policy
 
 #: Variables that point tools at the user's own configuration; an isolated
 #: home drops them so that, e.g., git and gpg read nothing of the user's.
@@ -81,17 +90,95 @@ class Launch:
     command: Command
 
 
-def prepare(plan: LaunchPlan, engine: str | None = None) -> Launch:
-    """Inspect the program, choose the engine (``engine``, else ``$NBSANDBOX_ENGINE``,
-    else ``default``) and build the command."""
-    program = inspect_program(plan.root, plan.program)
+@dataclass(frozen=True)
+class RequestOptions:
+    """What a front end may add to a :func:`request`, besides program and arguments.
+
+    Every field has a neutral default, so that options can be added here without
+    changing the front ends that do not use them.
+    """
+
+    #: The environment to start from (default: this process's); the policy's
+    #: allow-list filters it and its ``env`` is added.
+    env: Mapping[str, str] | None = None
+    #: Variables that pass whatever the allow-list says (e.g. the kernel protocol's).
+    keep_env: tuple[str, ...] = ()
+    #: The working directory (default: the current one).
+    cwd: str | None = None
+    #: Binds the front end itself needs (e.g. the directory of a kernel's connection
+    #: file); not subject to ``allow_user_binds``, but never into a hidden path.
+    binds: tuple[Bind, ...] = ()
+    #: With an isolated home: keep the working directory visible when it is in home.
+    keep_cwd: bool = True
+
+
+def request(
+    policy: Policy,
+    root: StoreRoot | str | None,
+    program: str,
+    args: Iterable[str] = (),
+    *,
+    engine: str | None = None,
+    source: str = "the request",
+    options: RequestOptions | None = None,
+) -> Launch:
+    """The launch of ``program`` (a store path or a name in the root's ``bin/``) with
+    ``args`` from ``root``, under ``policy``: the one way every front end launches.
+
+    ``root`` is a :class:`~nbsandbox.store.StoreRoot` the front end opened, or a
+    name or path for :meth:`Policy.open_root` (``None``: the policy's default).
+    ``engine`` is the engine the request names (``None``: ``$NBSANDBOX_ENGINE``, else
+    the policy's); ``source`` says who asks, in one-line errors.
+
+    Called by :meth:`nbsandbox.magics.SandboxMagics._run` (``%%sandbox``,
+    ``%sandbox``), :func:`nbsandbox.kernels.kernel_request` (for the provisioner
+    and ``nbsandbox kernel launch``) and :func:`nbsandbox.cli.run_run`
+    (``nbsandbox run``).  Raises :class:`~nbsandbox.policy.PolicyError` for what
+    the policy forbids, :class:`~nbsandbox.errors.StoreError` for an unusable root
+    or program, :class:`EngineUnavailable` (with every reason) when no allowed
+    engine works.  Starts nothing: run the returned command with
+    :func:`exec_in_place` or :func:`spawn`.
+    """
+    options = options or RequestOptions()
+    name, asked_by = policy.requested(engine, source)
+    if not isinstance(root, StoreRoot):
+        root = policy.open_root(root, source)
+    environ = policy.filter_env(os.environ if options.env is None else options.env,
+                                options.keep_env)
+    plan = make_plan(root, program, args, env=environ, cwd=options.cwd,
+                     binds=policy.bind_list(options.binds), hide=policy.hidden_paths(),
+                     isolate_home=policy.isolate_home, keep_cwd=options.keep_cwd)
+    return _choose(plan, name, asked_by, policy)
+
+
+def prepare(plan: LaunchPlan, engine: str | None = None, *, policy: Policy | None = None,
+            source: str = "the request") -> Launch:
+    """Inspect the program, choose the engine and build the command for ``plan``.
+
+    The engine is ``engine``, else ``$NBSANDBOX_ENGINE``, else the policy's (or
+    ``default`` without a policy), checked against ``policy`` when given.  For a
+    plan built elsewhere (tests, benchmarks); front ends call :func:`request`.
+    """
+    if policy is None:
+        return _choose(plan, requested_engine(engine), "", None)
+    name, asked_by = policy.requested(engine, source)
+    return _choose(plan, name, asked_by, policy)
+
+
+def _choose(plan: LaunchPlan, name: str, asked_by: str, policy: Policy | None) -> Launch:
+    program = inspect_program(plan.root, plan.program)  # once, for every candidate
     machine = host_machine()
     if program.elf.machine != machine:
         raise EngineUnavailable(
             f"{plan.program} is built for {program.elf.machine}, but this host is {machine}; "
             "use a pack built for this machine"
         )
-    resolution = resolve(requested_engine(engine), program, plan)
+    if policy is None:
+        resolution = resolve(name, program, plan)
+    else:
+        resolution = resolve(name, program, plan, chains=policy.chains,
+                             allowed=policy.allowed_engines)
+    resolution.asked_by = asked_by
     launch = Launch(plan, program, resolution, resolution.engine.command(plan))
     _report_host_libraries(launch)
     return launch

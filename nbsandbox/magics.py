@@ -42,27 +42,14 @@ class DoctorReport:
         self.data = data
 
     def _repr_html_(self) -> str:
-        from html import escape
-
         from nbsandbox.doctor import format_html
 
-        policy = self.data.get("policy", {})
-        allowed = policy.get("allowed_engines")
-        extra = (f"<p>policy: engine <code>{escape(policy.get('engine', ''))}</code>; allowed: "
-                 f"{escape(', '.join(allowed)) if allowed else 'every engine'}</p>"
-                 if policy else "")
-        return format_html(self.data) + extra
+        return format_html(self.data)
 
     def __repr__(self) -> str:
         from nbsandbox.doctor import format_text
 
-        text = format_text(self.data)
-        policy = self.data.get("policy")
-        if policy:
-            allowed = policy.get("allowed_engines")
-            text += (f"\n\npolicy: engine {policy['engine']}; allowed: "
-                     f"{', '.join(allowed) if allowed else 'every engine'}")
-        return text
+        return format_text(self.data)
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(repr(self))
@@ -183,10 +170,9 @@ class SandboxMagics(Magics, SandboxPolicy):
         try:
             policy = self.effective_policy()
             root = policy.open_root(args.root, _SOURCE) if args.root else None
-            data = report(root)
+            data = report(root, policy)
         except NbsandboxError as exc:
             raise IPythonUsageError(str(exc)) from None
-        data["policy"] = policy.summary()
         display(DoctorReport(data))
 
     @line_magic
@@ -246,23 +232,14 @@ class SandboxMagics(Magics, SandboxPolicy):
             request["isolate_home"] = True
         return self.effective_policy(request, _SOURCE)
 
-    def _program(self, policy: Policy, root: Any, args: Any, command: list[str] | None,
+    def _program(self, root: Any, args: Any, command: list[str] | None,
                  ) -> tuple[str, list[str]]:
         from nbsandbox.errors import StoreError
 
         if command is not None:
             return command[0], command[1:]
         if args.python:
-            python = root.metadata.python if root.metadata and root.metadata.python else None
-            if python:
-                return python, ["-"]
-            for name in ("python3", "python"):
-                try:
-                    return root.find_program(name), ["-"]
-                except StoreError:
-                    continue
-            raise StoreError(f"store root {root.path} has no python (no pack metadata, no "
-                             "python3 in bin/)")
+            return root.python(), ["-"]
         for name in self.shells:
             try:
                 return root.find_program(name), ["-s"]
@@ -274,10 +251,11 @@ class SandboxMagics(Magics, SandboxPolicy):
 
     def _run(self, args: Any, *, command: list[str] | None, cell: str | None) -> None:
         from nbsandbox.errors import UsageError
+        from nbsandbox.launch import RequestOptions, request
         from nbsandbox.plan import parse_env
 
         policy = self._policy_for(args)
-        if args.engine is not None:
+        if args.engine is not None:  # the cell's flags first, before its root is opened
             policy.check_engine(args.engine, _SOURCE)
         if args.proc and not args.bg:
             raise UsageError("--proc only applies to background runs (--bg)")
@@ -285,13 +263,14 @@ class SandboxMagics(Magics, SandboxPolicy):
             raise UsageError("--timeout must be a positive number of seconds")
         explicit = parse_env(args.env)
         root = policy.open_root(args.root, _SOURCE)
-        program, program_args = self._program(policy, root, args, command)
+        program, program_args = self._program(root, args, command)
         env = {**os.environ, **explicit}
         if args.python:
             env.setdefault("PYTHONUNBUFFERED", "1")  # stream as it comes
-        plan = policy.make_plan(root, program, program_args, env=env,
-                                keep_env=[*explicit, "PYTHONUNBUFFERED"], cwd=os.getcwd())
-        launch = policy.prepare(plan, args.engine, _SOURCE)
+        launch = request(policy, root, program, program_args, engine=args.engine,
+                         source=_SOURCE,
+                         options=RequestOptions(env=env, keep_env=(*explicit, "PYTHONUNBUFFERED"),
+                                                cwd=os.getcwd()))
         stdin = None
         if cell is not None:
             stdin = (cell if cell.endswith("\n") else cell + "\n").encode("utf-8", "replace")
@@ -304,7 +283,7 @@ class SandboxMagics(Magics, SandboxPolicy):
         if args.bg:
             self._start_bg(run, args)
             return
-        self._run_fg(run, args, plan.argv)
+        self._run_fg(run, args, launch.plan.argv)
 
     def _run_fg(self, run: SandboxedRun, args: Any, argv: list[str]) -> None:
         import time

@@ -33,8 +33,10 @@ from traitlets import Unicode
 
 from nbsandbox.errors import NbsandboxError, UsageError
 from nbsandbox.jupyter_runs import session_members, signal_session
-from nbsandbox.kernelspec import KERNEL_VARS, PROVISIONER_NAME
-from nbsandbox.policy import POLICY_TRAITS, ROOT_ENV, SandboxPolicy, validated
+from nbsandbox.kernels import kernel_request
+from nbsandbox.kernelspec import PROVISIONER_NAME
+from nbsandbox.paths import is_under
+from nbsandbox.policy import POLICY_TRAITS, SandboxPolicy, validated
 
 __all__ = ["PROVISIONER_NAME", "SandboxProvisioner", "inner_command"]
 
@@ -119,28 +121,17 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
         return kwargs
 
     def _wrap(self, kwargs: dict[str, Any]) -> None:
-        from nbsandbox.plan import Bind
-
         source = self._source
         policy = self.effective_policy(self._requested, source)
-        root = policy.open_root(self.root or None, source)
         spec_argv = list(self.kernel_spec.argv) if self.kernel_spec else []
-        program, *args = inner_command(kwargs["cmd"], spec_argv)
-        cwd = kwargs.get("cwd") or os.getcwd()
-        extra = []
         connection_file = getattr(self.parent, "connection_file", "")
-        if policy.isolate_home and connection_file:
-            # The private home hides the runtime directory; the kernel must see it.
-            directory = os.path.dirname(os.path.abspath(connection_file))
-            home = kwargs["env"].get("HOME") or os.path.expanduser("~")
-            if _under(directory, home):
-                extra.append(Bind.parse(directory))
-        keep = [*KERNEL_VARS, ROOT_ENV, *(self.kernel_spec.env if self.kernel_spec else {})]
-        # In the kernel, %%sandbox uses the kernel's own root unless told otherwise.
-        env = {**kwargs["env"], ROOT_ENV: str(root.path)}
-        plan = policy.make_plan(root, program, args, env=env, keep_env=keep, cwd=cwd,
-                                extra_binds=extra)
-        launch = policy.prepare(plan, self._requested.get("engine"), source)
+        launch = kernel_request(
+            policy, self.root or None, inner_command(kwargs["cmd"], spec_argv),
+            env=kwargs["env"], engine=self._requested.get("engine"), source=source,
+            cwd=kwargs.get("cwd") or os.getcwd(),
+            connection_dirs=[os.path.dirname(os.path.abspath(connection_file))]
+            if connection_file else [],
+            keep_env=list(self.kernel_spec.env) if self.kernel_spec else [])
         command = launch.command
         kwargs["cmd"] = command.argv
         kwargs["env"] = command.env
@@ -148,8 +139,8 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
             kwargs["executable"] = command.executable
         self.engine_used = launch.resolution.engine.name
         self.explanation = launch.resolution.explain()
-        self._root, self._plan = root, plan
-        self.log.info("nbsandbox: %s runs from %s; %s", self._label, root.path,
+        self._root, self._plan = launch.plan.root, launch.plan
+        self.log.info("nbsandbox: %s runs from %s; %s", self._label, launch.plan.root.path,
                       self.explanation.replace("\n", ";"))
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
@@ -192,18 +183,18 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
         if not os.path.isabs(path):
             path = os.path.join(plan.cwd, path)
         path = os.path.normpath(path)
-        if any(_under(path, h) for h in plan.hide):
+        if any(is_under(path, h) for h in plan.hide):
             return None
         if plan.root.in_store(path):
             host = str(plan.root.to_host(path))
         else:
             visible = [plan.cwd, *(b.dest for b in plan.binds)]
-            if plan.isolate_home and _under(path, plan.home) and not any(
-                    _under(path, v) for v in visible):
+            if plan.isolate_home and is_under(path, plan.home) and not any(
+                    is_under(path, v) for v in visible):
                 return None
             host = path
             for bind in plan.binds:
-                if _under(path, bind.dest):
+                if is_under(path, bind.dest):
                     host = os.path.normpath(bind.source + path[len(bind.dest):])
         return host if os.path.exists(host) else None
 
@@ -217,8 +208,3 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
         """Inverse of :meth:`get_provisioner_info`."""
         await super().load_provisioner_info(provisioner_info)
         self.engine_used = (provisioner_info.get("nbsandbox") or {}).get("engine")
-
-
-def _under(path: str, top: str) -> bool:
-    path, top = os.path.normpath(path), os.path.normpath(top)
-    return path == top or path.startswith(top.rstrip("/") + "/")

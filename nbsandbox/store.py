@@ -312,6 +312,19 @@ class StoreRoot:
             )
         return candidate
 
+    def python(self) -> str:
+        """Sandbox path of the root's Python: the pack's recorded one, else ``python3`` or
+        ``python`` from its ``bin/``.  Used by ``%%sandbox --python`` and packed kernels."""
+        if self.metadata is not None and self.metadata.python:
+            return self.find_program(self.metadata.python)
+        for name in ("python3", "python"):
+            try:
+                return self.find_program(name)
+            except StoreError:
+                continue
+        raise StoreError(f"store root {self.path} has no Python: it has no python recorded in "
+                         "its pack metadata and no python3 or python in its bin/")
+
     def profile_programs(self) -> list[str]:
         """Names in the profile's ``bin/``, the pack's main programs first."""
         bin_dir = self.profile_bin()

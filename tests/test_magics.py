@@ -127,6 +127,36 @@ def test_bad_flags_unknown_root_and_forbidden_engine_are_usage_errors(ip, tmp_pa
         cell(ip, "proot", "true")
 
 
+def test_an_admin_lock_holds_on_the_command_line_as_in_cells(ip, shell_root, tmp_path, capsys,
+                                                             monkeypatch):
+    """`nbsandbox run` obeys the administrator's policy, with the magic's one-line message,
+    and `nbsandbox doctor` does not offer the engine it forbids."""
+    from nbsandbox.cli import main
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "nbsandbox_admin_config.json").write_text(
+        json.dumps({"SandboxPolicy": {"allowed_engines": ["userns"]}}))
+    with pytest.raises(UsageError) as in_cell:
+        cell(ip, "proot", "true")
+    run = ["run", "--root", str(shell_root.path), "--engine", "proot", "sh", "-c", "true"]
+    assert main(run) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    shown = err.strip().removeprefix("nbsandbox: error: ")
+    assert shown.replace("the command line", "this cell") == str(in_cell.value)
+    monkeypatch.setenv("NBSANDBOX_ENGINE", "proot")  # the variable is a request too
+    assert main(run[:3] + run[5:]) == 2
+    assert "asks for engine 'proot', which is not allowed" in capsys.readouterr().err
+    monkeypatch.delenv("NBSANDBOX_ENGINE")
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {e["name"]: e["allowed"] for e in report["engines"]}["proot"] is False
+    assert all(m["picks"] in (None, "userns") for m in report["meta"].values())
+    assert main(["doctor"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    assert "not allowed" in rows["proot"] and "not allowed" not in rows["userns"]
+
+
 def test_python_flag_needs_a_python_and_shell_cells_need_a_shell(ip, kernel_root, shell_root):
     with pytest.raises(UsageError, match="has no python"):
         cell(ip, "--python", "print(1)")

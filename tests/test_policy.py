@@ -220,6 +220,7 @@ def test_bad_values_are_usage_errors():
 def test_chains_are_walked_within_the_policy(monkeypatch, tmp_path):
     """A custom chain tries its allowed engines in order and says why each was skipped."""
     from nbsandbox.engines.base import Command, Engine, Probe
+    from nbsandbox.launch import prepare
 
     class Fake(Engine):
         summary = "fake"
@@ -240,14 +241,14 @@ def test_chains_are_walked_within_the_policy(monkeypatch, tmp_path):
     monkeypatch.setattr("nbsandbox.launch.host_machine", lambda: "x86_64")
     admin(monkeypatch, tmp_path, {"allowed_engines": ["userns", "proot"]})
     p = user({"chains": {"mine": ["userns", "bwrap", "proot"]}}).effective_policy()
-    launch = p.prepare(_Plan(), "mine")
+    launch = prepare(_Plan(), "mine", policy=p)
     assert launch.resolution.engine.name == "proot"
     assert launch.resolution.skipped == [
         ("userns", "userns is off"), ("bwrap", "not allowed by SandboxPolicy.allowed_engines")]
     fakes["proot"]._ok = False
     fakes["proot"]._probe_cache = None
     with pytest.raises(EngineUnavailable, match=r"no engine of 'mine'.*proot: proot is off"):
-        p.prepare(_Plan(), "mine")
+        prepare(_Plan(), "mine", policy=p)
 
 
 class _Elf:

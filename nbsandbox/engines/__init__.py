@@ -4,15 +4,19 @@ Built-in engines are listed in :data:`BUILTIN`; third-party engines register
 under the entry-point group ``nbsandbox.engines`` (name -> ``module:Class``
 of an :class:`~nbsandbox.engines.base.Engine` subclass).
 
-A *meta-engine* is a chain of engine names.  :func:`resolve` walks a chain
-and returns the first engine that is available on this host and accepts the
-program, with the reason every engine before it was skipped.
+A *meta-engine* is a chain of engine names.  :func:`resolve` is the one place
+that walks a chain: it returns the first engine that the policy allows, that
+is available on this host and that accepts the program, with the reason every
+engine before it was skipped.  The policy supplies its own chains and the
+engines it allows; :func:`env_engine` is the one place that reads
+``$NBSANDBOX_ENGINE``.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
@@ -31,6 +35,7 @@ __all__ = [
     "Resolution",
     "all_engines",
     "engine_names",
+    "env_engine",
     "get_engine",
     "resolve",
 ]
@@ -120,23 +125,38 @@ def chain_of(name: str) -> tuple[str, ...] | None:
     return chain if chain is not None else tuple(e.name for e in all_engines())
 
 
+#: Why :func:`resolve` skips an engine the policy does not allow.
+NOT_ALLOWED = "not allowed by SandboxPolicy.allowed_engines"
+
+
 @dataclass
 class Resolution:
-    """The engine chosen for a launch and why the others were not."""
+    """The engine chosen for a launch and why the others were not.
+
+    ``asked_by`` says who asked for ``requested`` (a request, ``$NBSANDBOX_ENGINE``,
+    or the policy layer that set ``SandboxPolicy.engine``), when known.
+    """
 
     requested: str
     engine: Engine
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    asked_by: str = ""
 
     def explain(self) -> str:
-        lines = [f"engine: {self.engine.name} (requested: {self.requested})"]
+        by = f", by {self.asked_by}" if self.asked_by else ""
+        lines = [f"engine: {self.engine.name} (requested: {self.requested}{by})"]
         lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
 
 
+def env_engine() -> str | None:
+    """The engine ``$NBSANDBOX_ENGINE`` asks for, if any (the only reader of the variable)."""
+    return os.environ.get(ENV_VAR) or None
+
+
 def requested_engine(explicit: str | None, default: str = "default") -> str:
     """The engine asked for: an explicit choice, else ``$NBSANDBOX_ENGINE``, else ``default``."""
-    return explicit or os.environ.get(ENV_VAR) or default
+    return explicit or env_engine() or default
 
 
 def _why_not(engine: Engine, program: ProgramInfo | None, plan: LaunchPlan | None) -> str | None:
@@ -153,22 +173,34 @@ def _why_not(engine: Engine, program: ProgramInfo | None, plan: LaunchPlan | Non
 
 
 def resolve(
-    name: str, program: ProgramInfo | None = None, plan: LaunchPlan | None = None
+    name: str,
+    program: ProgramInfo | None = None,
+    plan: LaunchPlan | None = None,
+    *,
+    chains: Mapping[str, Sequence[str]] | None = None,
+    allowed: Collection[str] | None = None,
 ) -> Resolution:
-    """Choose the engine for ``name`` (an engine or a meta-engine).
+    """Choose the engine for ``name`` (an engine, a meta-engine or one of ``chains``).
 
-    A concrete engine that cannot work is an :class:`EngineUnavailable` error
-    with its reason; a meta-engine falls back along its chain.
+    ``chains`` are the policy's named chains (which may replace a meta-engine);
+    ``allowed`` the engines the policy allows (``None``: every engine).  A concrete
+    engine that cannot work is an :class:`EngineUnavailable` error with its reason;
+    a chain falls back along its engines, skipping those not allowed.  Called by
+    :func:`nbsandbox.launch.prepare` for every launch and by ``nbsandbox doctor``.
     """
-    chain = chain_of(name)
+    chain = tuple(chains[name]) if chains and name in chains else chain_of(name)
     if chain is None:
         engine = get_engine(name)
-        reason = _why_not(engine, program, plan)
+        reason = NOT_ALLOWED if allowed is not None and name not in allowed else \
+            _why_not(engine, program, plan)
         if reason is not None:
             raise EngineUnavailable(f"engine {name} cannot be used: {reason}")
         return Resolution(name, engine)
     skipped: list[tuple[str, str]] = []
     for candidate in chain:
+        if allowed is not None and candidate not in allowed:
+            skipped.append((candidate, NOT_ALLOWED))
+            continue
         try:
             engine = get_engine(candidate)
         except EngineUnavailable as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from nbsandbox.paths import is_under
 from nbsandbox.plan import LaunchPlan
 
 
@@ -34,18 +35,13 @@ def mount_ops(plan: LaunchPlan, *, store_visible: bool = False) -> list[MountOp]
         ops.append(MountOp("store", plan.root.prefix, os.fspath(plan.root.store_dir)))
     if plan.isolate_home:
         ops.append(MountOp("tmpfs", plan.home))
-        if plan.keep_cwd and _is_under(plan.cwd, plan.home):
+        if plan.keep_cwd and is_under(plan.cwd, plan.home):
             ops.append(MountOp("bind", plan.cwd, plan.cwd))
     for bind in plan.binds:
         ops.append(MountOp("ro-bind" if bind.read_only else "bind", bind.dest, bind.source))
     for path in plan.hide:
         ops.append(MountOp("hide", path))
     return ops
-
-
-def _is_under(path: str, top: str) -> bool:
-    path, top = os.path.normpath(path), os.path.normpath(top)
-    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def synthetic_dirs(dests: list[str]) -> list[str]:

@@ -41,11 +41,13 @@ from nbsandbox.policy.fold import Policy
 from nbsandbox.policy.layers import (
     ADMIN_BASENAME,
     ADMIN_ENV,
+    USER_CONFIG_BASENAME,
     Layer,
     admin_layers,
     explicit_settings,
     load_config_files,
     system_config_dirs,
+    user_config,
     validated,
 )
 from nbsandbox.policy.traits import (
@@ -62,6 +64,7 @@ __all__ = [
     "ALWAYS_PASSED",
     "POLICY_TRAITS",
     "ROOT_ENV",
+    "USER_CONFIG_BASENAME",
     "Layer",
     "Policy",
     "PolicyError",
@@ -70,5 +73,6 @@ __all__ = [
     "explicit_settings",
     "load_config_files",
     "system_config_dirs",
+    "user_config",
     "validated",
 ]

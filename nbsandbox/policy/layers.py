@@ -30,6 +30,9 @@ ADMIN_BASENAME = "nbsandbox_admin_config"
 #: Environment variable naming more administrator's policy (a file or a directory).
 ADMIN_ENV = "NBSANDBOX_ADMIN_CONFIG"
 
+#: File names of the command line's own configuration, in Jupyter's config directories.
+USER_CONFIG_BASENAME = "nbsandbox_config"
+
 _FALLBACK_SYSTEM_CONFIG_PATH = ("/usr/local/etc/jupyter", "/etc/jupyter")
 
 
@@ -127,3 +130,17 @@ def admin_layers() -> list[Layer]:
                             f"the administrator's {found[0]} (${ADMIN_ENV})",
                             explicit_settings(config, ["SandboxPolicy"])))
     return layers
+
+
+def user_config() -> Config:
+    """The command line's configuration (``nbsandbox run``, ``doctor``, ``kernel ...``):
+    ``nbsandbox_config.{json,py}`` in Jupyter's config path (lowest priority first, so
+    nearer files override)."""
+    try:
+        from jupyter_core.paths import jupyter_config_path
+        dirs = jupyter_config_path()
+    except ImportError:
+        dirs = [os.path.expanduser("~/.jupyter")]
+    files = [Path(d, USER_CONFIG_BASENAME + ext) for d in reversed(dirs)
+             for ext in (".json", ".py")]
+    return load_config_files(files)

@@ -13,13 +13,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nbsandbox import engines
-from nbsandbox.errors import EngineUnavailable, UsageError
+from nbsandbox.errors import UsageError
+from nbsandbox.paths import is_under
 from nbsandbox.policy.traits import ALWAYS_PASSED, ROOT_ENV, PolicyError
-
-
-def _under(path: str, top: str) -> bool:
-    path, top = os.path.normpath(path), os.path.normpath(top)
-    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 class PolicyUse:
@@ -70,45 +66,15 @@ class PolicyUse:
                   source: str = "the request") -> tuple[str, str]:
         """The engine name to use and who asked for it: ``explicit`` (from ``source``),
         else ``$NBSANDBOX_ENGINE``, else the policy's ``engine``; checked."""
+        from_env = None if explicit else engines.env_engine()
         if explicit:
             name = explicit
-        elif os.environ.get(engines.ENV_VAR):
-            name, source = os.environ[engines.ENV_VAR], f"${engines.ENV_VAR}"
+        elif from_env:
+            name, source = from_env, f"${engines.ENV_VAR}"
         else:
             name, source = self.engine, f"SandboxPolicy.engine ({self._where('engine')})"
         self.check_engine(name, source)
         return name, source
-
-    def prepare(self, plan: Any, engine: str | None = None, source: str = "the request") -> Any:
-        """Choose the engine for ``plan`` within the policy and build the command.
-
-        Returns a :class:`nbsandbox.launch.Launch`; raises :class:`PolicyError` for a
-        forbidden engine and :class:`EngineUnavailable` (with every reason) when no
-        allowed engine works.
-        """
-        from nbsandbox.engines import Resolution
-        from nbsandbox.launch import prepare
-
-        name, source = self.requested(engine, source)
-        chain = self.chain(name)
-        if chain is None:
-            return prepare(plan, name)
-        skipped: list[tuple[str, str]] = []
-        for candidate in chain:
-            if not self.allowed(candidate):
-                skipped.append((candidate, "not allowed by SandboxPolicy.allowed_engines"))
-                continue
-            try:
-                launch = prepare(plan, candidate)
-            except EngineUnavailable as exc:
-                reason = str(exc).removeprefix(f"engine {candidate} cannot be used: ")
-                skipped.append((candidate, reason))
-                continue
-            launch.resolution = Resolution(name, launch.resolution.engine, skipped)
-            return launch
-        detail = "; ".join(f"{n}: {r}" for n, r in skipped)
-        raise EngineUnavailable(f"no engine of {name!r} ({', '.join(chain)}) works here: "
-                                f"{detail}")
 
     # -- roots -----------------------------------------------------------------------------
 
@@ -145,7 +111,7 @@ class PolicyUse:
 
         return StoreRoot.open(self.root_path(spec, source))
 
-    # -- environment and plans ----------------------------------------------------------------
+    # -- environment and binds ----------------------------------------------------------------
 
     def env_allowed(self, name: str) -> bool:
         return name in ALWAYS_PASSED or all(
@@ -170,7 +136,7 @@ class PolicyUse:
         hidden = self.hidden_paths()
         for bind in binds:
             for h in hidden:
-                if _under(bind.source, h) or _under(bind.dest, h):
+                if is_under(bind.source, h) or is_under(bind.dest, h):
                     raise PolicyError(
                         f"bind {bind.source}:{bind.dest} would expose {h}, which is hidden "
                         f"(SandboxPolicy.hide in {self._where('hide')})")
@@ -178,30 +144,6 @@ class PolicyUse:
 
     def hidden_paths(self) -> list[str]:
         return [os.path.normpath(os.path.abspath(os.path.expanduser(p))) for p in self.hide]
-
-    def make_plan(
-        self,
-        root: Any,
-        program: str,
-        args: Iterable[str] = (),
-        *,
-        env: Mapping[str, str] | None = None,
-        keep_env: Iterable[str] = (),
-        cwd: str | None = None,
-        extra_binds: Iterable[Any] = (),
-    ) -> Any:
-        """A :class:`~nbsandbox.plan.LaunchPlan` under this policy: the environment
-        filtered, the policy's binds, hidden paths and home isolation applied.
-
-        ``extra_binds`` are binds the front end itself needs (e.g. the kernel's
-        connection file directory); they are not subject to ``allow_user_binds``.
-        """
-        from nbsandbox.launch import make_plan
-
-        environ = self.filter_env(os.environ if env is None else env, keep_env)
-        return make_plan(root, program, args, env=environ, cwd=cwd,
-                         binds=self.bind_list(extra_binds), hide=self.hidden_paths(),
-                         isolate_home=self.isolate_home, keep_cwd=True)
 
     def summary(self) -> dict[str, Any]:
         """What the policy allows, for ``doctor``-like displays."""
