@@ -11,7 +11,6 @@ import argparse
 import importlib
 import json
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -90,14 +89,15 @@ def _register_run(sub) -> None:
                    help="say on stderr which engine runs, which policy layer asked for it, "
                         "and why others were skipped")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the command that would run, do not run it")
+                   help="print a shell command that runs what would run (with the "
+                        "variables the engine sets or removes), do not run it")
     p.add_argument("program", metavar="PROGRAM")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
     p.set_defaults(func=run_run)
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from nbsandbox.launch import RequestOptions, exec_in_place, request
+    from nbsandbox.launch import RequestOptions, exec_in_place, request, shell_line
 
     program_args = args.args[1:] if args.args[:1] == ["--"] else args.args
     if not args.isolate_home and not args.keep_cwd:
@@ -116,11 +116,7 @@ def run_run(args: argparse.Namespace) -> int:
     if args.explain:
         print(launch.resolution.explain(), file=sys.stderr)
     if args.dry_run:
-        cmd = launch.command
-        shown = ([f"exec -a {shlex.quote(cmd.argv[0])} {shlex.quote(cmd.executable)}",
-                  *map(shlex.quote, cmd.argv[1:])] if cmd.executable
-                 else map(shlex.quote, cmd.argv))
-        print(" ".join(shown))
+        print(shell_line(launch.command))
         return 0
     exec_in_place(launch.command)
     return 127  # not reached

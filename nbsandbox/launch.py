@@ -13,6 +13,7 @@ front end then runs the command with :func:`exec_in_place` or :func:`spawn`.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -198,6 +199,26 @@ def _report_host_libraries(launch: Launch) -> None:
     warning = host_library_warning(root, elf, engine.name)
     if warning:
         print(warning, file=sys.stderr, flush=True)
+
+
+def shell_line(command: Command, base: Mapping[str, str] | None = None) -> str:
+    """One shell line that runs ``command`` as printed, from an environment like ``base``
+    (default: this process's): ``env`` unsets and sets the variables that differ, and
+    a program given another name than its file runs through ``bash -c 'exec -a'``.
+
+    Used by ``nbsandbox run --dry-run``.
+    """
+    base = os.environ if base is None else base
+    words = [f"-u {shlex.quote(name)}" for name in sorted(base) if name not in command.env]
+    words += [shlex.quote(f"{name}={value}") for name, value in command.env.items()
+              if base.get(name) != value]
+    if command.executable:
+        words += ["bash", "-c", shlex.quote('exec -a "$0" "$@"'),
+                  shlex.quote(command.argv[0]), shlex.quote(command.executable)]
+        words += map(shlex.quote, command.argv[1:])
+    else:
+        words += map(shlex.quote, command.argv)
+    return " ".join(["env", *words])
 
 
 def exec_in_place(command: Command) -> None:

@@ -1,16 +1,19 @@
 """A launch plan: what to run, from which store root, and how the sandbox looks.
 
-A plan is plain data.  Front ends build it (see :func:`make_plan`), engines
-turn it into a :class:`~nbsandbox.engines.base.Command`.
+A plan is plain data.  Front ends build it (see :func:`nbsandbox.launch.request`),
+engines turn it into a :class:`~nbsandbox.engines.base.Command`, each translating
+the same :attr:`LaunchPlan.view` into its own mechanism.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from nbsandbox.store import StoreRoot
+from nbsandbox.view import View
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,11 @@ class LaunchPlan:
     isolate_home: bool = False
     keep_cwd: bool = True
     home: str = field(default_factory=lambda: os.path.expanduser("~"))
+
+    @cached_property
+    def view(self) -> View:
+        """What the sandbox sees where, computed once: every engine translates it."""
+        return View.of(self)
 
     def host_path(self, path: str) -> Path:
         """Where a path of the sandbox's view lives on the host (store paths only)."""

@@ -35,7 +35,6 @@ from nbsandbox.errors import NbsandboxError, UsageError
 from nbsandbox.jupyter_runs import session_members, signal_session
 from nbsandbox.kernels import kernel_request
 from nbsandbox.kernelspec import PROVISIONER_NAME
-from nbsandbox.paths import is_under
 from nbsandbox.policy import POLICY_TRAITS, SandboxPolicy, validated
 
 __all__ = ["PROVISIONER_NAME", "SandboxProvisioner", "inner_command"]
@@ -171,7 +170,8 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
 
     def resolve_path(self, path_str: str) -> str | None:
         """A path of the kernel's view, as a host path (``None`` if the kernel sees no
-        such file): store paths map into the root, a private home hides the user's."""
+        such file): store paths map into the root, a private home hides the user's
+        (the plan's :attr:`~nbsandbox.plan.LaunchPlan.view` decides)."""
         plan = getattr(self, "_plan", None)
         if plan is None:
             return super().resolve_path(path_str)
@@ -182,21 +182,8 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
             path = os.path.expanduser(path)
         if not os.path.isabs(path):
             path = os.path.join(plan.cwd, path)
-        path = os.path.normpath(path)
-        if any(is_under(path, h) for h in plan.hide):
-            return None
-        if plan.root.in_store(path):
-            host = str(plan.root.to_host(path))
-        else:
-            visible = [plan.cwd, *(b.dest for b in plan.binds)]
-            if plan.isolate_home and is_under(path, plan.home) and not any(
-                    is_under(path, v) for v in visible):
-                return None
-            host = path
-            for bind in plan.binds:
-                if is_under(path, bind.dest):
-                    host = os.path.normpath(bind.source + path[len(bind.dest):])
-        return host if os.path.exists(host) else None
+        host = plan.view.host_path(path)
+        return host if host is not None and os.path.exists(host) else None
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         """:class:`LocalProvisioner`'s information, plus the engine used."""

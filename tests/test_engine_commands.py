@@ -82,3 +82,35 @@ def test_supervised_engines_put_the_supervisor_first(tmp_path):
         report = argv.index("report")
         assert argv[report + 1:report + 3] == ["--fd", "@NBS_STATUS_FD@"]
         assert argv[-2:] == [plan.program, "a"]
+
+
+def test_the_plan_computes_its_view_once_and_every_engine_translates_it(tmp_path):
+    """One view: the namespace engines' mounts and the fakechroot engine's mappings
+    come from the same entries, and so does "where is this file" for the provisioner."""
+    from nbsandbox.engines.fakechroot import _mappings, empty_dir
+    from nbsandbox.engines.views import mount_ops
+
+    root = make_root(tmp_path / "root", "/gnu/store")
+    home = tmp_path / "home"
+    (home / "work").mkdir(parents=True)
+    (home / "runtime").mkdir()
+    plan = make_plan(root, f"/gnu/store/{H}-tool/bin/tool", [], cwd=str(home / "work"),
+                     binds=[Bind.parse(str(home / "runtime"))], hide=[str(tmp_path / "root")],
+                     isolate_home=True, env={"HOME": str(home)})
+    assert plan.view is plan.view
+    kinds = [(e.kind, e.dest) for e in plan.view.entries]
+    assert kinds == [("store", "/gnu/store"), ("tmpfs", str(home)),
+                     ("bind", str(home / "work")), ("bind", str(home / "runtime")),
+                     ("hide", str(tmp_path / "root"))]
+    assert mount_ops(plan) == list(plan.view.entries)
+    maps = _mappings(plan)
+    assert [m[1] for m in maps] == [e.dest for e in plan.view.entries]
+    # a bind onto itself inside the private home must be mapped to show through it
+    assert ("-", str(home / "runtime"), os.path.realpath(home / "runtime")) in maps
+    assert ("r", str(home), empty_dir()) in maps
+    view = plan.view
+    assert view.host_path(f"/gnu/store/{H}-tool/bin/tool") == f"{root.store_dir}/{H}-tool/bin/tool"
+    assert view.host_path(str(home / "runtime" / "k.json")) == str(home / "runtime" / "k.json")
+    assert view.host_path(str(home / ".gitconfig")) is None  # the private home
+    assert view.host_path(str(tmp_path / "root" / "x")) is None  # hidden
+    assert view.host_path("/etc/hostname") == "/etc/hostname"

@@ -439,6 +439,13 @@ def test_write_into_the_store_fails(tools_root, engine, workdir):
     assert expected in r.stderr, r.stderr
 
 
+def test_dry_run_prints_a_command_that_runs_as_printed(tools_root, engine, workdir):
+    r = run(nbs(tools_root, engine, "hello", "dry run", options=["--dry-run"]), cwd=workdir)
+    assert r.returncode == 0 and r.stdout.startswith("env "), r.stderr
+    printed = run(["sh", "-c", r.stdout], cwd=workdir)
+    assert (printed.returncode, printed.stdout) == (0, "hello dry run\n"), printed.stderr
+
+
 def test_nested_user_namespace_works_under_userns(tools_root, workdir):
     if not available("userns"):
         pytest.skip("no user namespaces here")

@@ -33,6 +33,7 @@ from nbsandbox.elf import read_elf, read_shebang
 from nbsandbox.engines.base import Command, Engine, Probe
 from nbsandbox.errors import ElfError, EngineUnavailable, NbsandboxError, StoreError
 from nbsandbox.native import native_path
+from nbsandbox.paths import is_under
 from nbsandbox.plan import LaunchPlan
 from nbsandbox.program import ProgramInfo, host_machine, inspect_program
 from nbsandbox.store import StoreRoot
@@ -261,36 +262,40 @@ def _config_text(maps: list[tuple[str, str, str]], audit: str, preload: str,
 
 
 def _mappings(plan: LaunchPlan) -> list[tuple[str, str, str]]:
-    """(flags, sandbox dir, host dir) for the store, the private home, binds and hidden paths.
+    """The plan's view (``plan.view``) as (flags, sandbox dir, host dir) mappings.
 
     Flags: ``r`` read-only, ``s`` programs whose loader is here are store
     programs, ``a`` missing ancestors of the sandbox dir come from the root.
-    The native code picks the longest matching sandbox dir.
+    The native code picks the longest matching sandbox dir, so a bind inside the
+    private home shows through it.  Host paths are real paths (the preload
+    library compares them with what the kernel reports).
     """
-    root = plan.root
-    maps = [("rsa", root.prefix, os.fspath(root.store_dir))]
-    if plan.isolate_home:
-        maps.append(("r", os.path.normpath(plan.home), empty_dir()))
-        cwd = os.path.normpath(plan.cwd)
-        home = os.path.normpath(plan.home)
-        if plan.keep_cwd and cwd != home and cwd.startswith(home.rstrip("/") + "/"):
-            maps.append(("-", cwd, os.path.realpath(cwd)))
-    for bind in plan.binds:
-        source, dest = os.path.realpath(bind.source), os.path.normpath(bind.dest)
-        if "/" in (source, dest):
-            raise EngineUnavailable(
-                f"the fakechroot engine cannot bind {bind.source} at {bind.dest}: "
-                "neither may be /"
-            )
-        if source == dest and not bind.read_only:
-            continue  # already visible, and writable
-        maps.append(("r" if bind.read_only else "-", dest, source))
-    for path in plan.hide:
-        path = os.path.normpath(path)
-        if os.path.isdir(path):
-            maps.append(("r", path, empty_dir()))
-        elif os.path.lexists(path):
-            maps.append(("r", path, empty_file()))
+    view = plan.view
+    maps = []
+    for entry in view.entries:
+        if entry.kind == "store":
+            maps.append(("rsa", entry.dest, entry.source))
+        elif entry.kind == "tmpfs":
+            maps.append(("r", entry.dest, empty_dir()))
+        elif entry.kind in ("bind", "ro-bind"):
+            read_only = entry.kind == "ro-bind"
+            source = os.path.realpath(entry.source)
+            if "/" in (source, entry.dest):
+                raise EngineUnavailable(
+                    f"the fakechroot engine cannot bind {entry.source} at {entry.dest}: "
+                    "neither may be /"
+                )
+            if entry.dest == view.home and source == entry.dest:
+                continue  # the working directory is the home itself: it stays private
+            hidden_by_home = view.home is not None and is_under(entry.dest, view.home)
+            if source == entry.dest and not read_only and not hidden_by_home:
+                continue  # already visible, and writable
+            maps.append(("r" if read_only else "-", entry.dest, source))
+        elif entry.kind == "hide":
+            if os.path.isdir(entry.dest):
+                maps.append(("r", entry.dest, empty_dir()))
+            elif os.path.lexists(entry.dest):
+                maps.append(("r", entry.dest, empty_file()))
     return maps
 
 

@@ -1,47 +1,32 @@
-"""The file-system view an engine must build, as a list of mount operations.
+"""The plan's view as mount operations, for the namespace engines.
 
 Namespace engines mirror the host: the program sees the host's ``/`` as it
 is, plus the store at its prefix and the plan's binds, hidden paths and
-private home.  :func:`mount_ops` lists those operations in order; each engine
-translates them to its tool's options.
+private home (the plan's :class:`~nbsandbox.view.View`).  :func:`mount_ops`
+lists those operations in order; each engine translates them to its tool's
+options.  :func:`synthetic_dirs` and :func:`mirror_entries` say what must be
+built so that every destination can become a mount point.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-from nbsandbox.paths import is_under
 from nbsandbox.plan import LaunchPlan
+from nbsandbox.view import ViewEntry
 
-
-@dataclass(frozen=True)
-class MountOp:
-    """``kind`` is ``store`` (read-only bind), ``bind``, ``ro-bind``, ``hide`` or ``tmpfs``."""
-
-    kind: str
-    dest: str
-    source: str = ""
+#: One mount operation: an entry of the plan's view (see :mod:`nbsandbox.view`).
+MountOp = ViewEntry
 
 
 def mount_ops(plan: LaunchPlan, *, store_visible: bool = False) -> list[MountOp]:
-    """The operations that turn a mirror of the host into the plan's view, in order.
+    """The operations that turn a mirror of the host into the plan's view, in order:
+    the entries of ``plan.view``.
 
     ``store_visible``: the host already has the store at its prefix, so it is
     not bound again.
     """
-    ops: list[MountOp] = []
-    if not store_visible:
-        ops.append(MountOp("store", plan.root.prefix, os.fspath(plan.root.store_dir)))
-    if plan.isolate_home:
-        ops.append(MountOp("tmpfs", plan.home))
-        if plan.keep_cwd and is_under(plan.cwd, plan.home):
-            ops.append(MountOp("bind", plan.cwd, plan.cwd))
-    for bind in plan.binds:
-        ops.append(MountOp("ro-bind" if bind.read_only else "bind", bind.dest, bind.source))
-    for path in plan.hide:
-        ops.append(MountOp("hide", path))
-    return ops
+    return [e for e in plan.view.entries if not (store_visible and e.kind == "store")]
 
 
 def synthetic_dirs(dests: list[str]) -> list[str]:
