@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import unpriv
 from engine_params import ENGINES, available
+from unpriv import NOBODY
 
 from nbsandbox.errors import NbsandboxError
 from nbsandbox.store import StoreRoot
@@ -430,11 +431,18 @@ def test_an_administrators_isolated_home_applies_without_asking(world):
     assert r.returncode != 0 and SECRET not in r.stdout
 
 
-def test_nbsandbox_run_is_not_governed_by_the_policy(world):
-    """The policy steers nbsandbox's Jupyter front ends; it is no security boundary:
-    ``nbsandbox run`` (like proot or unshare themselves) is the user's own tool."""
+def test_nbsandbox_run_obeys_the_policy_which_is_no_boundary(world):
+    """``nbsandbox run`` launches through the same request as the Jupyter front ends, so
+    an administrator's engine list holds on the command line too; the policy is still no
+    security boundary: PRoot itself is the user's own tool."""
     if not available("proot"):
         pytest.skip("proot is not available")
     admin = _admin_file(world, "no-proot", {"allowed_engines": ["userns"]})
     r = nbs_run(world, "proot", "id", "-u", env=world.env(NBSANDBOX_ADMIN_CONFIG=admin))
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+    assert "the command line asks for engine 'proot', which is not allowed" in r.stderr
+    assert admin in r.stderr
+    r = unpriv.run(["proot", "-r", "/", "id", "-u"], cwd=world.work,
+                   env=world.env(NBSANDBOX_ADMIN_CONFIG=admin))
+    assert r.returncode == 0 and r.stdout.strip() == str(NOBODY if os.getuid() == 0 else
+                                                         os.getuid()), r.stderr
