@@ -257,10 +257,18 @@ class _Elf:
 
 class _Program:
     elf = _Elf()
+    path = "/gnu/store/x/bin/prog"
+    chain = ()
+
+
+class _Root:
+    @staticmethod
+    def in_store(path: str) -> bool:
+        return False  # nothing to say about host libraries
 
 
 class _Plan:
-    root = None
+    root = _Root()
     program = "/gnu/store/x/bin/prog"
 
 
