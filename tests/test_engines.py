@@ -296,6 +296,25 @@ def test_a_store_of_another_glibc_behaves_like_the_program(glibc_store, engine, 
     assert r.returncode == -signal.SIGTERM, r.stderr
 
 
+#: Path-taking calls PRoot does not translate, as a store's own programs make them:
+#: bash's [[ -x ]] (faccessat2), ls -l (statx), os.access with effective ids
+#: (faccessat2) and os.execve of a descriptor (execveat).
+STORE_PATH_CALLS = (
+    'p=$(type -P python3); [[ -x $p ]] && echo x-ok; ls -lLd "$p" >/dev/null && echo ls-ok; '
+    'exec python3 -c "import os, sys; x = sys.executable; '
+    'print(os.access(x, os.X_OK, effective_ids=True)); fd = os.open(x, os.O_RDONLY); '
+    "os.set_inheritable(fd, True); os.execve(fd, [x, '-c', 'print(42)'], dict(os.environ))\""
+)
+
+
+@pytest.mark.parametrize("store", ["old", "new-nolibdl"])
+def test_a_store_of_another_glibc_sees_its_store_paths(glibc_store, engine, workdir, store):
+    """The system call conformance checks above, with programs nbsandbox did not build."""
+    root = glibc_store(store)
+    r = run(nbs(root, engine, "bash", "-c", STORE_PATH_CALLS), cwd=workdir)
+    assert (r.returncode, r.stdout) == (0, "x-ok\nls-ok\nTrue\n42\n"), r.stderr
+
+
 def test_a_library_missing_from_the_store_is_named(glibc_store, engine, workdir):
     """zstd needs liblz4.so.1, which the store lacks: either the program does not
     start and the loader names the library, or it starts and nbsandbox warns, in
