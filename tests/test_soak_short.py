@@ -5,6 +5,7 @@ run (1000 cycles per engine) is ``python tools/soak.py``, see README's Hardening
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,16 +45,23 @@ def test_leftover_processes_are_found_by_their_token() -> None:
     assert not soak.ours("nbsandbox-0-0123456789ab", set(), soak.kernel_uid() + 1)
 
 
-def test_short_soak_leaves_nothing_behind(kernel_root, engines_for_nobody) -> None:
+def test_short_soak_leaves_nothing_behind(kernel_root, engines_for_nobody, tmp_path) -> None:
     engines = [e for e in ("userns", "fakechroot") if engines_for_nobody.get(e) == ""]
     if not engines:
         pytest.skip("neither userns nor fakechroot works here for the unprivileged user")
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "soak.py"), "--cycles", "3", "--concurrent",
-         "20", "--root", str(kernel_root.path), "--engines", *engines],
+         "20", "--root", str(kernel_root.path), "--json", str(tmp_path / "soak.json"),
+         "--engines", *engines],
         capture_output=True, text=True, timeout=600, env=env)
     report = proc.stdout + proc.stderr[-3000:]
     assert proc.returncode == 0, report
     assert f"total: {3 * len(engines)} cycles, {20 * len(engines)} cells, 0 leftovers, " \
            "0 engines with errors" in proc.stdout, report
+    results = json.loads((tmp_path / "soak.json").read_text())
+    assert results["leftovers_total"] == 0
+    for engine in results["engines"]:
+        assert engine["cycles"] == 3 and engine["errors"] == []
+        assert set(engine["times"]) == set(soak.PHASES)
+        assert all(0 < t["median"] <= t["worst"] for t in engine["times"].values())

@@ -5,6 +5,7 @@ what is left behind.
     python tools/soak.py                          # 1000 cycles per engine (the full run)
     python tools/soak.py --cycles 50 --engines userns proot
     python tools/soak.py --cycles 3 --engines userns fakechroot --root ~/packs/py
+    python tools/soak.py --cycles 100 --engines userns proot --json docs/soak-100.json
 
 For each engine (default: every engine among userns, fakechroot, bwrap and proot that
 works here for the user the kernels run as):
@@ -12,7 +13,8 @@ works here for the user the kernels run as):
 1. ``--cycles`` kernel life cycles through jupyter_client's ``KernelManager`` and the
    nbsandbox provisioner, with a kernelspec for the packed root (as ``nbsandbox kernel
    install`` writes it): start, execute, interrupt a sleeping cell (signal mode),
-   execute again, restart, execute, shut down;
+   execute again, restart, execute, shut down; each cycle's start, interrupt, restart
+   and (graceful) shutdown are timed, and the summary gives median and worst;
 2. ``--concurrent`` sandboxed cells at a time (``nbsandbox run ... python3 -c ...``), half
    of them interrupted with SIGINT to their process group while they run.
 
@@ -23,7 +25,8 @@ when it is one of the PIDs seen carrying the token; nbsandbox's when owned by th
 kernels run as; other programs' are listed but not counted), connection files left in the
 (private) Jupyter runtime directory, and host mounts (``/proc/self/mountinfo``) that
 were not there before.  The expected count is zero everywhere; the exit status is 1
-otherwise (or when a cycle failed), after a summary table.
+otherwise (or when a cycle failed), after a summary table.  ``--json FILE`` writes the
+same results (and the per-phase times) as JSON, for docs/soak.md.
 
 When run as root, kernels and cells run as ``nobody`` (uid 65534), as engines are meant
 for users without root.  Without ``--root``, the Python running this script (which
@@ -39,6 +42,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -235,7 +239,8 @@ def _execute(kc: Any, code: str, timeout: float = TIMEOUT) -> tuple[str, str]:
     return reply["content"]["status"], "".join(out)
 
 
-def _interrupt_sleep(km: Any, kc: Any) -> None:
+def _interrupt_sleep(km: Any, kc: Any) -> float:
+    """Interrupt a cell sleeping 30 s; seconds from the interrupt to the cell's reply."""
     msg_id = kc.execute("import time; time.sleep(30)")
     while True:
         msg = kc.get_iopub_msg(timeout=TIMEOUT)
@@ -243,41 +248,58 @@ def _interrupt_sleep(km: Any, kc: Any) -> None:
                 msg["parent_header"].get("msg_id") == msg_id:
             break
     time.sleep(0.2)
+    started = time.monotonic()
     km.interrupt_kernel()
     reply = kc.get_shell_msg(timeout=20)
     while reply["parent_header"].get("msg_id") != msg_id:
         reply = kc.get_shell_msg(timeout=20)
+    elapsed = time.monotonic() - started
     if reply["content"].get("ename") != "KeyboardInterrupt":
         raise RuntimeError(f"interrupt: reply {reply['content'].get('status')} "
                            f"{reply['content'].get('ename')}")
+    return elapsed
 
 
-def kernel_cycle(name: str) -> None:
-    """start, execute, interrupt, execute, restart, execute, shutdown."""
+#: What a kernel cycle times, in seconds (see kernel_cycle).
+PHASES = ("start", "interrupt", "restart", "shutdown")
+
+
+def kernel_cycle(name: str) -> dict[str, float]:
+    """start, execute, interrupt, execute, restart, execute, shutdown; the seconds of
+    each of PHASES: start and restart up to the kernel's first reply, interrupt up to
+    the interrupted cell's reply, shutdown (graceful) up to the kernel's end."""
     from jupyter_client.manager import KernelManager
 
+    times: dict[str, float] = {}
+    started = time.monotonic()
     km = KernelManager(kernel_name=name)
     km.start_kernel()
     kc = km.client()
     try:
         kc.start_channels()
         kc.wait_for_ready(timeout=TIMEOUT)
+        times["start"] = time.monotonic() - started
         status, out = _execute(kc, "print(6 * 7)")
         if (status, out.strip()) != ("ok", "42"):
             raise RuntimeError(f"execute: {status} {out!r}")
-        _interrupt_sleep(km, kc)
+        times["interrupt"] = _interrupt_sleep(km, kc)
         status, out = _execute(kc, "print('alive')")
         if (status, out.strip()) != ("ok", "alive"):
             raise RuntimeError(f"execute after interrupt: {status} {out!r}")
+        started = time.monotonic()
         km.restart_kernel(now=False)
         kc.wait_for_ready(timeout=TIMEOUT)
+        times["restart"] = time.monotonic() - started
         status, out = _execute(kc, "import sys; print(sys.executable.startswith('/gnu/'))")
         if (status, out.strip()) != ("ok", "True"):
             raise RuntimeError(f"execute after restart: {status} {out!r}")
     finally:
         kc.stop_channels()
         if km.has_kernel:
+            started = time.monotonic()
             km.shutdown_kernel(now=False)
+            times["shutdown"] = time.monotonic() - started
+    return times
 
 
 # -- concurrent cells -----------------------------------------------------------------------------
@@ -337,6 +359,23 @@ class EngineResult:
     leftovers: Leftovers = field(default_factory=Leftovers)
     errors: list[str] = field(default_factory=list)
     skipped: str = ""
+    #: phase -> seconds of each cycle that completed it (see PHASES)
+    times: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PHASES})
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """phase -> {"median", "worst"} seconds, for the phases measured."""
+        return {p: {"median": round(statistics.median(v), 3), "worst": round(max(v), 3)}
+                for p, v in self.times.items() if v}
+
+    def as_json(self) -> dict[str, Any]:
+        left = self.leftovers
+        return {"engine": self.engine, "skipped": self.skipped, "cycles": self.cycles,
+                "cells": self.cells, "seconds": round(self.seconds, 1),
+                "seconds_per_cycle": round(self.cycle_seconds, 2), "times": self.stats(),
+                "leftovers": {"processes": left.processes, "tmp": left.tmp,
+                              "connection_files": left.connection_files,
+                              "mounts": left.mounts, "total": left.total},
+                "not_counted_tmp": left.foreign_tmp, "errors": self.errors}
 
 
 def engines_for_user(env: dict[str, str]) -> dict[str, str]:
@@ -370,8 +409,10 @@ def soak_engine(engine: str, root: Any, args: argparse.Namespace, dirs: dict[str
     started = time.monotonic()
     for i in range(args.cycles):
         try:
-            kernel_cycle(name)
+            times = kernel_cycle(name)
             result.cycles += 1
+            for phase, seconds in times.items():
+                result.times[phase].append(seconds)
         except Exception as exc:
             result.errors.append(f"cycle {i}: {type(exc).__name__}: {exc}")
             if len(result.errors) >= 3:
@@ -408,6 +449,14 @@ def summary(results: list[EngineResult]) -> str:
                      f"{r.seconds:>8.1f} {len(left.processes):>5} {len(left.tmp):>4} "
                      f"{len(left.connection_files):>4} {len(left.mounts):>6} "
                      f"{len(r.errors):>6}")
+    timed = [r for r in results if not r.skipped and r.stats()]
+    if timed:
+        lines.append("seconds (median / worst of the cycles): "
+                     + ", ".join(f"{p}" for p in PHASES))
+        for r in timed:
+            st = r.stats()
+            lines.append(f"{r.engine:<11} " + "  ".join(
+                f"{p} {st[p]['median']:.2f} / {st[p]['worst']:.2f}" for p in PHASES if p in st))
     for r in results:
         for e in r.errors[:5]:
             lines.append(f"  {r.engine}: {e}")
@@ -424,6 +473,16 @@ def summary(results: list[EngineResult]) -> str:
     lines.append(f"total: {sum(r.cycles for r in ran)} cycles, {sum(r.cells for r in ran)} "
                  f"cells, {leftovers} leftovers, {failed} engines with errors")
     return "\n".join(lines)
+
+
+def results_json(results: list[EngineResult], args: argparse.Namespace) -> dict[str, Any]:
+    ran = [r for r in results if not r.skipped]
+    return {"cycles_asked": args.cycles, "concurrent_cells": args.concurrent,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "host": {"cpus": os.cpu_count(), "kernel": os.uname().release,
+                     "load_at_end": [round(x, 2) for x in os.getloadavg()]},
+            "leftovers_total": sum(r.leftovers.total for r in ran),
+            "engines": [r.as_json() for r in results]}
 
 
 def _pack_this_python(base: Path) -> Path:
@@ -456,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--progress", type=int, default=0, metavar="N",
                     help="report every N cycles on stderr")
     ap.add_argument("--verbose", action="store_true", help="show the kernels' stderr")
+    ap.add_argument("--json", type=Path, metavar="FILE",
+                    help="also write the results (per engine: cycles, median and worst "
+                    "seconds of each phase, leftovers, errors) to FILE as JSON")
     args = ap.parse_args(argv)
     global VERBOSE
     VERBOSE = args.verbose
@@ -504,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
                   "cells...", file=sys.stderr, flush=True)
             results.append(soak_engine(engine, root, args, dirs, base_env))
         print(summary(results))
+        if args.json:
+            args.json.write_text(json.dumps(results_json(results, args), indent=1) + "\n")
         ran = [r for r in results if not r.skipped]
         if args.engines and len(ran) < len(args.engines):
             return 1  # an engine asked for by name could not be soaked
