@@ -15,9 +15,9 @@ import subprocess
 import threading
 import time
 
+import ipython_shell
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from jupyter_client.manager import KernelManager
 
@@ -45,7 +45,7 @@ def ip(shell_root, monkeypatch, tmp_path):
     monkeypatch.setenv("NBSANDBOX_ROOT", str(shell_root.path))
     monkeypatch.delenv("NBSANDBOX_ENGINE", raising=False)
     monkeypatch.delenv(ADMIN_ENV, raising=False)
-    shell = InteractiveShell.instance()
+    shell = ipython_shell.shell()
     shell.run_line_magic("load_ext", "nbsandbox")
     yield shell
     shell.run_line_magic("unload_ext", "nbsandbox")
@@ -173,7 +173,7 @@ def test_named_roots_from_configuration(shell_root, monkeypatch, tmp_path, capsy
     config = Config()
     config.SandboxMagics.roots = {"tools": str(shell_root.path)}
     config.SandboxMagics.default_root = "tools"
-    shell = InteractiveShell.instance()
+    shell = ipython_shell.shell()
     magics = SandboxMagics(shell=shell, config=config)
     try:
         magics.sandbox("", "echo default-root")

@@ -876,13 +876,13 @@ def site(tmp_path: Path) -> Site:
 @pytest.fixture
 def shell(monkeypatch, tmp_path):
     """An InteractiveShell with the extension loaded (no default root, no admin policy)."""
-    from IPython.core.interactiveshell import InteractiveShell
+    import ipython_shell
 
     monkeypatch.setattr("nbsandbox.policy.layers.system_config_dirs",
                         lambda: [str(tmp_path / "etc")])
     for name in ("NBSANDBOX_ROOT", "NBSANDBOX_ENGINE", "NBSANDBOX_ADMIN_CONFIG"):
         monkeypatch.delenv(name, raising=False)
-    ip = InteractiveShell.instance()
+    ip = ipython_shell.shell()
     ip.run_line_magic("load_ext", "nbsandbox")
     yield ip
     ip.run_line_magic("unload_ext", "nbsandbox")
