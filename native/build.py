@@ -48,7 +48,11 @@ TARGETS: list[Target] = [
         "launch/main.c", "launch/util.c", "launch/userns.c", "launch/userns_view.c",
         "launch/supervise.c", "launch/report.c", "launch/janitor.c", "launch/seccomp.c",
         "launch/reap.c", "common/execpath.c",
-    )),
+        # A pack's programs are hard links to this very binary (launch/wrap.h):
+        # static, so that it runs on any host, from any pack.
+        "launch/wrap.c", "launch/wrap_conf.c", "launch/wrap_fakechroot.c",
+        "launch/kernel_install.c",
+    ), ldflags=("-static",)),
     # The fakechroot engine: both libraries are loaded into store programs of
     # any glibc since 2.17 (see fakechroot/compat.h).  The audit module links
     # no libc at all; its trailing -fno-sanitize=all wins over --sanitize.

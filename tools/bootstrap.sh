@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(gcc make libc6-dev python3 python3-venv python3-dev proot bubblewrap patchelf
-              fakechroot git clang libclang-rt-14-dev debian-archive-keyring)
+              fakechroot git clang libclang-rt-14-dev debian-archive-keyring file)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

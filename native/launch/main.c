@@ -1,8 +1,11 @@
 /* nbs-launch: sub-command dispatch and usage. */
 #include "nbs.h"
+#include "wrap.h"
 
 #include <stdio.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage[] =
     "usage: nbs-launch userns [OPTIONS] -- PROGRAM [ARG...]\n"
@@ -26,6 +29,17 @@ static const char usage[] =
 int main(int argc, char **argv)
 {
     ensure_std_fds();
+    /* Started as a pack's bin/NAME (a hard link to this binary): a wrapper. */
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        if (wrap_invoked(exe))
+            return cmd_wrap(exe, argc, argv);
+    } else if (argc >= 1 && wrap_invoked(argv[0])) {
+        die("cannot find out where this program is (/proc/self/exe: %s); mount /proc, or run "
+            "the pack's programs with nbsandbox run", strerror(errno));
+    }
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         fputs(usage, stdout);
         return 0;

@@ -27,6 +27,9 @@
 
 /* util.c ---------------------------------------------------------------- */
 
+/* What messages start with: "nbs-launch", or "nbsandbox: NAME" in a pack's wrapper. */
+extern const char *nbs_progname;
+
 /* Print "nbs-launch: <what>\n" on stderr and _exit(125).  _exit, not exit:
  * die() is also called in forked children. */
 _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -81,6 +84,9 @@ _Noreturn void reproduce_status(int status);
 int cmd_userns(int argc, char **argv);
 int cmd_supervise(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+
+/* userns.c: unshare a user + mount namespace and map our uid/gid; dies on failure. */
+void enter_user_namespace(void);
 
 /* userns_view.c: build the sandbox's mount tree (see there). */
 enum view_op_kind { OP_STORE, OP_BIND, OP_RO_BIND, OP_HIDE, OP_TMPFS };

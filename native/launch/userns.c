@@ -77,7 +77,7 @@ static void write_proc_file(const char *path, const char *data, bool missing_ok)
         die_err(errno, NULL, "writing %s", path);
 }
 
-static void enter_user_namespace(void)
+void enter_user_namespace(void)
 {
     uid_t uid = getuid();
     gid_t gid = getgid();

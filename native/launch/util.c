@@ -16,13 +16,15 @@
 
 extern char **environ;
 
+const char *nbs_progname = "nbs-launch";
+
 /* One line, written with a single write(2) so that concurrent writers do not
  * interleave inside it and so that it is safe after fork(). */
 static void vreport(int err, const char *hint, const char *fmt, va_list ap)
 {
     char line[1024];
     size_t n = 0;
-    int r = snprintf(line, sizeof line, "nbs-launch: ");
+    int r = snprintf(line, sizeof line, "%s: ", nbs_progname);
     if (r > 0)
         n = (size_t)r;
     r = vsnprintf(line + n, sizeof line - n, fmt, ap);

@@ -166,6 +166,7 @@ def write_tarball(root: Path, out: Path, mtime: int | None = None) -> int:
 def _write_tar(root: Path, gz: ParallelGzip, when: int) -> None:
     with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[arg-type]
                       encoding="utf-8", errors="surrogateescape") as tar:
+        first_link: dict[tuple[int, int], str] = {}
         for rel, st in walk_sorted(root):
             info = tarfile.TarInfo(rel)
             info.mtime = when
@@ -180,7 +181,13 @@ def _write_tar(root: Path, gz: ParallelGzip, when: int) -> None:
                 info.type = tarfile.SYMTYPE
                 info.linkname = os.readlink(path)
                 tar.addfile(info)
+            elif stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) in first_link:
+                info.type = tarfile.LNKTYPE  # the wrappers of bin/ are hard links
+                info.linkname = first_link[(st.st_dev, st.st_ino)]
+                tar.addfile(info)
             elif stat.S_ISREG(st.st_mode):
+                if st.st_nlink > 1:
+                    first_link[(st.st_dev, st.st_ino)] = rel
                 info.type = tarfile.REGTYPE
                 info.size = st.st_size
                 with open(path, "rb") as f:

@@ -13,7 +13,8 @@ The phases, each reported by one progress line:
 4. *relocate*: ELF interpreters, RUNPATHs and ``#!`` lines pointed at the
    store (:mod:`~nbsandbox.pack.relocate`);
 5. *compile*: ``.pyc`` files with store paths (:mod:`~nbsandbox.pack.bytecode`);
-6. *write*: profile, metadata, then the directory is renamed to the output,
+6. *write*: profile, metadata, the wrappers of ``bin/``
+   (:mod:`~nbsandbox.pack.wrappers`), then the directory is renamed to the output,
    or a deterministic ``.tar.gz`` (:mod:`~nbsandbox.pack.archive`) is written
    beside the output and renamed to it.
 
@@ -36,7 +37,7 @@ from pathlib import Path
 from nbsandbox import identity
 from nbsandbox.elf import Shebang, is_elf, read_elf, read_shebang, require_machine
 from nbsandbox.errors import PackError, StoreError, UsageError
-from nbsandbox.pack import archive, bytecode, relocate
+from nbsandbox.pack import archive, bytecode, relocate, wrappers
 from nbsandbox.pack.closure import Resolver
 from nbsandbox.pack.collect import (
     PROGRAM,
@@ -77,6 +78,8 @@ class PackOptions:
     output: Path | None = None
     progress: Callable[[str], None] | None = None
     with_python: bool = True
+    wrappers: bool = True
+    """Make ``bin/`` programs runnable without nbsandbox (:mod:`~nbsandbox.pack.wrappers`)."""
 
 
 @dataclass(frozen=True)
@@ -473,6 +476,10 @@ def _write(builder: _Builder, staging: Path, output: Path, is_tar: bool, tools: 
     builder.compile(store)
     profile = builder.profile(store)
     builder.metadata(root, profile)
+    if builder.options.wrappers:
+        names = wrappers.install_wrappers(root, prefix)
+        builder.say(f"wrappers: {len(names)} programs in bin/ run without nbsandbox, and "
+                    f"bin/{wrappers.KERNEL_INSTALL}")
     files, unpacked = archive.normalize_tree(root)
     # The identity covers the final tree, so it is computed last and kept in pack.json.
     assert builder.meta is not None

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                    help=f"store prefix the pack is built for (default: {DEFAULT_PREFIX})")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                    help="a new directory, or a file ending in .tar.gz")
+    p.add_argument("--no-wrappers", dest="wrappers", action="store_false",
+                   help="leave bin/ a link to the profile, as guix pack does, instead of "
+                        "programs that run without nbsandbox")
     p.set_defaults(func=run_pack)
 
     p = subparsers.add_parser(
@@ -70,6 +73,7 @@ def run_pack(args: argparse.Namespace) -> int:
         output=Path(args.output),
         progress=_progress,
         with_python=args.with_python,
+        wrappers=args.wrappers,
     )
     if not args.with_python and args.python:
         raise UsageError("--python and --no-python contradict each other")
@@ -106,6 +110,7 @@ def run_unpack(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from nbsandbox import identity
     from nbsandbox.pack.check import check_root
+    from nbsandbox.pack.wrappers import check_wrappers
     from nbsandbox.store import StoreRoot
 
     root = StoreRoot.open(args.root, prefix=args.prefix)
@@ -117,7 +122,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"digest: {manifest.digest} (recorded: {recorded})")
         return 1
     identity.remember(root, manifest.digest, fingerprint)
-    problems = check_root(root)
+    problems = check_root(root) + check_wrappers(root)
     if problems:
         for line in problems:
             print(line)
