@@ -94,7 +94,9 @@ def build_target(target: Target, out: Path, *, sanitize: str | None = None,
     if sanitize:
         cmd += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-O1"]
     cmd += [str(HERE / s) for s in target.sources]
-    cmd += ["-I", str(HERE / "include"), "-o", str(tmp), *target.ldflags, *target.libs]
+    # Sanitizer runtimes cannot be linked statically: a sanitizer build is dynamic.
+    ldflags = [f for f in target.ldflags if not (sanitize and f == "-static")]
+    cmd += ["-I", str(HERE / "include"), "-o", str(tmp), *ldflags, *target.libs]
     if verbose:
         print(" ".join(shlex.quote(c) for c in cmd), file=sys.stderr)
     try:
