@@ -273,3 +273,19 @@ def test_installed_kernel_passes_kernel_tests(python_pack, tmp_path, engine):
                        env=env, timeout=500, cwd=str(tmp_path))
     assert suite.returncode == 0, suite.stdout + suite.stderr
     assert "lifecycle ok" in suite.stdout
+
+
+@pytest.mark.parametrize("engine", ["userns", "fakechroot"])
+def test_wrapper_starts_programs_as_nbsandbox_run_does(python_pack, engine):
+    """What the program sees through the wrapper is what it sees through nbsandbox."""
+    code = ("import json, os, sys; print(json.dumps([sys.executable, sys.argv, sys.prefix, "
+            "os.environ['PATH'].split(':')[0], os.environ.get('GCONV_PATH'), "
+            "os.environ.get('LOCPATH'), os.getcwd()]))")
+    env = bare_env(NBSANDBOX_ENGINE=engine)
+    wrapped = unpriv.run([str(python_pack.path / "bin" / "python3"), "-c", code], env=env,
+                         cwd="/")
+    assert wrapped.returncode == 0, wrapped.stderr
+    run = unpriv.run([sys.executable, "-m", "nbsandbox", "run", "--root", str(python_pack.path),
+                      "--engine", engine, "--", "python3", "-c", code], env=env, cwd="/")
+    assert run.returncode == 0, run.stderr
+    assert wrapped.stdout == run.stdout

@@ -47,11 +47,15 @@ struct wrap_conf {
     struct strvec kernel_files; /* sandbox paths of logo files */
     struct wrap_program *programs;
     size_t nprograms, cap;
+    /* The store glibc's own GCONV_PATH, LOCPATH...: "LDSO\tNAME\tSANDBOX-PATH". */
+    struct strvec glibc_defaults;
 };
 
 /* wrap_conf.c */
 void wrap_conf_read(struct wrap_conf *conf, const char *exe);
 const struct wrap_program *wrap_conf_program(const struct wrap_conf *conf, const char *name);
+/* The sandbox path recorded as variable NAME's default for loader LDSO, or NULL. */
+const char *wrap_glibc_default(const struct wrap_conf *conf, const char *ldso, const char *name);
 /* The host path of a sandbox path under the prefix. */
 void wrap_host_path(const struct wrap_conf *conf, const char *sandbox, char out[PATH_MAX]);
 

@@ -10,6 +10,7 @@
  *   refuse NAME REASON
  *   kernel PYTHON-NAME LANGUAGE DISPLAY-NAME
  *   kernel-file SANDBOX-PATH
+ *   glibc-default LDSO NAME SANDBOX-PATH
  */
 #include "wrap.h"
 
@@ -160,6 +161,18 @@ const struct wrap_program *wrap_conf_program(const struct wrap_conf *conf, const
     return find_mut((struct wrap_conf *)conf, name);
 }
 
+const char *wrap_glibc_default(const struct wrap_conf *conf, const char *ldso, const char *name)
+{
+    size_t l = strlen(ldso), n = strlen(name);
+    for (size_t i = 0; i < conf->glibc_defaults.len; i++) {
+        const char *rec = conf->glibc_defaults.items[i];
+        if (!strncmp(rec, ldso, l) && rec[l] == '\t' && !strncmp(rec + l + 1, name, n) &&
+            rec[l + 1 + n] == '\t')
+            return rec + l + n + 2;
+    }
+    return NULL;
+}
+
 void wrap_host_path(const struct wrap_conf *conf, const char *sandbox, char out[PATH_MAX])
 {
     size_t n = strlen(conf->prefix);
@@ -259,12 +272,19 @@ void wrap_conf_read(struct wrap_conf *conf, const char *exe)
             conf->kernel_python = xstrdup(tok[1]);
             conf->kernel_language = xstrdup(tok[2]);
             conf->kernel_display = xstrdup(tok[3]);
+        } else if (!strcmp(tok[0], "glibc-default") && n == 4) {
+            if (strchr(tok[1], '\t') || strchr(tok[2], '\t') || strchr(tok[3], '\t'))
+                bad_conf(path, line, "a tab in a glibc-default record");
+            struct sbuf rec = {0};
+            sbuf_addf(&rec, "%s\t%s\t%s", store_path(conf, path, line, tok[1]), tok[2],
+                      store_path(conf, path, line, tok[3]));
+            strvec_push(&conf->glibc_defaults, rec.data);
         } else if (!strcmp(tok[0], "kernel-file") && n == 2) {
             strvec_push(&conf->kernel_files, store_path(conf, path, line, tok[1]));
         } else {
             /* Unknown records are for newer wrappers; a malformed known one is not. */
             static const char *const known[] = {"prefix", "profile", "program", "refuse",
-                                                "kernel", "kernel-file"};
+                                                "kernel", "kernel-file", "glibc-default"};
             for (size_t k = 0; k < sizeof known / sizeof *known; k++)
                 if (!strcmp(tok[0], known[k]))
                     bad_conf(path, line, "a record with the wrong number of words");

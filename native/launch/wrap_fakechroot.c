@@ -71,29 +71,23 @@ const char *wrap_fakechroot_refuses(const struct wrap_conf *conf,
 
 /* GCONV_PATH, LOCPATH and GUIX_LOCPATH for the store's glibc, as
  * nbsandbox.engines.fakechroot._glibc_env: host paths, because glibc opens
- * those files with internal calls that no preload library sees. */
+ * those files with internal calls that no preload library sees.  The
+ * defaults (the glibc's own directories) are computed by the packer with
+ * that very function (launch.conf's glibc-default records). */
 static void glibc_env(const struct wrap_conf *conf, const char *ldso, struct sbuf *config)
 {
     static const char *const names[] = {"GCONV_PATH", "LOCPATH", "GUIX_LOCPATH"};
-    static const char *const dirs[] = {"gconv", "locale", NULL};
-    char lib[PATH_MAX];
-    path_fmt(lib, "%s", ldso);
-    char *slash = strrchr(lib, '/');
-    if (slash)
-        *slash = '\0';
     size_t plen = strlen(conf->prefix);
     for (size_t i = 0; i < 3; i++) {
         const char *value = getenv(names[i]);
         struct sbuf v = {0};
         if (!value) {
-            if (!dirs[i])
+            /* The packer recorded which of the glibc's directories exist. */
+            const char *sbx = wrap_glibc_default(conf, ldso, names[i]);
+            if (!sbx)
                 continue;
-            char sbx[PATH_MAX], host[PATH_MAX];
-            struct stat st;
-            path_fmt(sbx, "%s/%s", lib, dirs[i]);
+            char host[PATH_MAX];
             wrap_host_path(conf, sbx, host);
-            if (stat(host, &st) != 0 || !S_ISDIR(st.st_mode))
-                continue;
             sbuf_add(&v, host);
         } else {
             bool changed = false;

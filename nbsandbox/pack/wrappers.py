@@ -33,7 +33,13 @@ import shutil
 from pathlib import Path
 
 from nbsandbox.elf import read_elf
-from nbsandbox.engines.fakechroot import FakechrootEngine, _escape, _exec_chain, ldso_features
+from nbsandbox.engines.fakechroot import (
+    FakechrootEngine,
+    _escape,
+    _exec_chain,
+    _glibc_env,
+    ldso_features,
+)
 from nbsandbox.errors import NbsandboxError
 from nbsandbox.native import native_path
 from nbsandbox.program import inspect_program
@@ -50,8 +56,9 @@ RESERVED = ("nbs-launch",)
 KERNEL_FILES = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
 
 
-def _program_line(root: StoreRoot, name: str) -> list[str]:
-    """``program`` (and ``refuse``) records for the profile program ``name``."""
+def _program_line(root: StoreRoot, name: str) -> tuple[list[str], str | None]:
+    """``program`` (and ``refuse``) records for the profile program ``name``, and its
+    loader (a sandbox path) when the fakechroot engine can start it."""
     program = root.find_program(name)
     refuse = None
     try:
@@ -63,7 +70,7 @@ def _program_line(root: StoreRoot, name: str) -> list[str]:
         interp = read_elf(root.to_host(elf_sbx)).interpreter
     except NbsandboxError as exc:
         return [f"program {_escape(name)} {_escape(program)} - - 0",
-                f"refuse {_escape(name)} {_escape(str(exc))}"]
+                f"refuse {_escape(name)} {_escape(str(exc))}"], None
     ldso = root.resolve(interp) if interp and root.in_store(interp) else None
     features = 0
     if ldso is not None and root.to_host(ldso).is_file():
@@ -77,6 +84,17 @@ def _program_line(root: StoreRoot, name: str) -> list[str]:
     lines = [" ".join(words)]
     if refuse is not None:
         lines.append(f"refuse {_escape(name)} {_escape(refuse)}")
+    return lines, (ldso if refuse is None else None)
+
+
+def _glibc_defaults(root: StoreRoot, ldsos: set[str]) -> list[str]:
+    """``glibc-default`` records: the store glibc's own GCONV_PATH and LOCPATH, used
+    when the caller sets none (as the fakechroot engine's ``_glibc_env``)."""
+    lines = []
+    for ldso in sorted(ldsos):
+        for name, value in _glibc_env(root, ldso, {}).items():
+            sandbox = root.to_sandbox(value)
+            lines.append(f"glibc-default {_escape(ldso)} {name} {_escape(sandbox)}")
     return lines
 
 
@@ -111,8 +129,13 @@ def launch_conf(root: StoreRoot) -> str:
         raise NbsandboxError(f"{root.path} has no profile to make wrappers for")
     names = wrapped_programs(root)
     lines = [CONF_HEADER, f"prefix {_escape(root.prefix)}", f"profile {_escape(profile)}"]
+    ldsos: set[str] = set()
     for name in names:
-        lines += _program_line(root, name)
+        records, ldso = _program_line(root, name)
+        lines += records
+        if ldso is not None:
+            ldsos.add(ldso)
+    lines += _glibc_defaults(root, ldsos)
     lines += _kernel_lines(root, names)
     return "\n".join(lines) + "\n"
 
