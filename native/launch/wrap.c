@@ -294,8 +294,11 @@ static int exec_proot(struct ctx *c, int argc, char **argv)
     args[n++] = "supervise";
     args[n++] = "--tmpdir";
     args[n++] = scratch;
+    /* As ProotEngine.command: what PRoot leaves in /tmp when killed. */
     args[n++] = "--leftovers";
     args[n++] = "/tmp/prooted-";
+    args[n++] = "--leftovers";
+    args[n++] = "/tmp/proot-";
     args[n++] = "--";
     args[n++] = proot;
     args[n++] = "-b";
@@ -310,6 +313,7 @@ static int exec_proot(struct ctx *c, int argc, char **argv)
     args[n++] = c->profile_path;
     args[n++] = "--unsetenv";
     args[n++] = "PROOT_TMP_DIR";
+    args[n++] = "--deny-untranslated";
     args[n++] = "--";
     args[n++] = c->profile_path;
     for (int i = 1; i < argc; i++)
