@@ -296,6 +296,21 @@ def test_graceful_shutdown_under_proot_leaves_no_file(no_scratch_left, packed_ke
     assert leftover_processes([sid]) == []
 
 
+@pytest.mark.parametrize("packed_kernel", [("proot", "signal")], indirect=True)
+def test_graceful_shutdown_under_proot_ends_a_detached_child(packed_kernel):
+    """PRoot waits for every process it traces; the kernel still ends by itself
+    (status 0, not the manager's SIGKILL), and its detached child with it."""
+    km, kc = packed_kernel
+    _, out = _run(kc, "import subprocess; p = subprocess.Popen(['sh', '-c', "
+                      "'trap \"\" TERM; exec sleep 300'], start_new_session=True); print(p.pid)")
+    child = int(out.strip())
+    process = km.provisioner.process
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+    assert process.returncode == 0
+    assert not os.path.exists(f"/proc/{child}")
+
+
 # -- policy and failures --------------------------------------------------------------------------
 
 
