@@ -32,6 +32,10 @@ class UsageError(NbsandboxError):
     exit_code = 2
 
 
+class PolicyError(UsageError):
+    """A setting or a request that the policy forbids (one line, names the setting)."""
+
+
 class StoreError(NbsandboxError):
     """A store root is missing, empty, or inconsistent."""
 

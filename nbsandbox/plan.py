@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from nbsandbox.paths import is_under
 from nbsandbox.store import StoreRoot
-from nbsandbox.view import View
+from nbsandbox.view import View, ViewEntry
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,21 @@ class LaunchPlan:
 
     @cached_property
     def view(self) -> View:
-        """What the sandbox sees where, computed once: every engine translates it."""
-        return View.of(self)
+        """What the sandbox sees where, computed once, for every engine to translate:
+        the store, the private home (with the working directory kept visible in it),
+        the binds, then the hidden paths."""
+        root = self.root
+        entries = [ViewEntry("store", root.prefix, os.fspath(root.store_dir))]
+        if self.isolate_home:
+            home, cwd = os.path.normpath(self.home), os.path.normpath(self.cwd)
+            entries.append(ViewEntry("tmpfs", home))
+            if self.keep_cwd and is_under(cwd, home):
+                entries.append(ViewEntry("bind", cwd, cwd))
+        for bind in self.binds:
+            entries.append(ViewEntry("ro-bind" if bind.read_only else "bind",
+                                     os.path.normpath(bind.dest), bind.source))
+        entries += [ViewEntry("hide", os.path.normpath(p)) for p in self.hide]
+        return View(tuple(entries), root.prefix, os.fspath(root.store_dir))
 
     def host_path(self, path: str) -> Path:
         """Where a path of the sandbox's view lives on the host (store paths only)."""

@@ -1,7 +1,7 @@
 """The sandbox's view of the host: what a plan binds where, and what it hides.
 
 A :class:`~nbsandbox.plan.LaunchPlan` computes its :class:`View` once
-(``plan.view``); every engine translates the same entries into its own
+(:attr:`~nbsandbox.plan.LaunchPlan.view`); every engine translates the same entries into its own
 mechanism (mount operations for the namespace engines, path mappings for the
 fakechroot engine), and the kernel provisioner answers "where is this file?"
 from it (:meth:`View.host_path`).  Nothing else works the view out again.
@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from nbsandbox.paths import is_under
-
-if TYPE_CHECKING:
-    from nbsandbox.plan import LaunchPlan
 
 
 @dataclass(frozen=True)
@@ -42,23 +38,6 @@ class View:
     #: The store's prefix and where the store is on the host.
     prefix: str
     store_dir: str
-
-    @classmethod
-    def of(cls, plan: LaunchPlan) -> View:
-        """The view of ``plan``: the store, the private home (with the working
-        directory kept visible in it), the binds, then the hidden paths."""
-        root = plan.root
-        entries = [ViewEntry("store", root.prefix, os.fspath(root.store_dir))]
-        if plan.isolate_home:
-            home, cwd = os.path.normpath(plan.home), os.path.normpath(plan.cwd)
-            entries.append(ViewEntry("tmpfs", home))
-            if plan.keep_cwd and is_under(cwd, home):
-                entries.append(ViewEntry("bind", cwd, cwd))
-        for bind in plan.binds:
-            entries.append(ViewEntry("ro-bind" if bind.read_only else "bind",
-                                     os.path.normpath(bind.dest), bind.source))
-        entries += [ViewEntry("hide", os.path.normpath(p)) for p in plan.hide]
-        return cls(tuple(entries), root.prefix, os.fspath(root.store_dir))
 
     @property
     def home(self) -> str | None:

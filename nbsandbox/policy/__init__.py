@@ -28,35 +28,35 @@ naming the setting and the file that forbids it; it is never silently ignored.
 :class:`Policy`, which then opens roots, filters environments, builds plans
 and picks engines.
 
-The package, in the order its modules build on each other:
+The package, each module building only on those before it:
 
-* :mod:`~nbsandbox.policy.traits`: the settings (:class:`SandboxPolicy`);
-* :mod:`~nbsandbox.policy.layers`: where settings come from (files, requests);
+* :mod:`~nbsandbox.policy.layers`: where settings come from (configuration files);
 * :mod:`~nbsandbox.policy.use`: what a policy is used for (engines, roots,
-  environments, plans);
-* :mod:`~nbsandbox.policy.fold`: the tighten-only fold into a :class:`Policy`.
+  environments, binds);
+* :mod:`~nbsandbox.policy.fold`: the tighten-only fold into a :class:`Policy`;
+* :mod:`~nbsandbox.policy.traits`: the settings as traits (:class:`SandboxPolicy`,
+  which the front ends inherit) and their validation.
 """
 
+from nbsandbox.errors import PolicyError
 from nbsandbox.policy.fold import Policy
 from nbsandbox.policy.layers import (
     ADMIN_BASENAME,
     ADMIN_ENV,
     USER_CONFIG_BASENAME,
     Layer,
-    admin_layers,
-    explicit_settings,
     load_config_files,
     system_config_dirs,
     user_config,
-    validated,
 )
 from nbsandbox.policy.traits import (
-    ALWAYS_PASSED,
     POLICY_TRAITS,
-    ROOT_ENV,
-    PolicyError,
     SandboxPolicy,
+    admin_layers,
+    explicit_settings,
+    validated,
 )
+from nbsandbox.policy.use import ALWAYS_PASSED, ROOT_ENV
 
 __all__ = [
     "ADMIN_BASENAME",

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from nbsandbox import engines
-from nbsandbox.errors import UsageError
+from nbsandbox.errors import PolicyError, UsageError
 from nbsandbox.policy.layers import Layer
-from nbsandbox.policy.traits import POLICY_TRAITS, PolicyError, SandboxPolicy
 from nbsandbox.policy.use import PolicyUse
 
 #: The order in which one layer's settings are applied: restrictions first, so that a
@@ -23,12 +22,6 @@ from nbsandbox.policy.use import PolicyUse
 _ORDER = ("locked", "allowed_engines", "allow_other_roots", "allow_user_binds", "env_allow",
           "isolate_home", "interrupt_timeout", "terminate_timeout", "kill_timeout", "hide",
           "roots", "default_root", "chains", "engine", "env", "binds", "ro_binds")
-assert set(_ORDER) == set(POLICY_TRAITS), "every policy trait needs a place in _ORDER"
-
-
-def _defaults() -> dict[str, Any]:
-    probe = SandboxPolicy()
-    return {name: getattr(probe, name) for name in POLICY_TRAITS}
 
 
 def _fmt(value: Any) -> str:
@@ -72,14 +65,10 @@ class Policy(PolicyUse):
 
     @classmethod
     def fold(cls, layers: Sequence[Layer]) -> Policy:
-        """Apply ``layers`` in order over the defaults; raise :class:`PolicyError` when a
-        layer loosens what an earlier one set."""
-        d = _defaults()
-        policy = cls(
-            engine=d["engine"], allowed_engines=None, env_allow=(tuple(d["env_allow"]),),
-            interrupt_timeout=d["interrupt_timeout"], terminate_timeout=d["terminate_timeout"],
-            kill_timeout=d["kill_timeout"],
-        )
+        """Apply ``layers`` in order over the defaults (those of the traits: see
+        :mod:`nbsandbox.policy.traits`, which checks that they agree); raise
+        :class:`PolicyError` when a layer loosens what an earlier one set."""
+        policy = cls()
         admin = policy
         for layer in layers:
             if layer.kind == "administrator":
@@ -118,10 +107,10 @@ class Policy(PolicyUse):
     # what ``limit`` (see _apply) forbids.
 
     def _set_locked(self, layer: Layer, value: list[str], limit: Policy) -> None:
-        unknown = sorted(set(value) - set(POLICY_TRAITS))
+        unknown = sorted(set(value) - set(SETTINGS))
         if unknown:
             raise UsageError(f"{layer.source}: locked names unknown settings {unknown}; "
-                             f"valid: {', '.join(POLICY_TRAITS)}")
+                             f"valid: {', '.join(SETTINGS)}")
         self.locked = self.locked | frozenset(value)
 
     def _set_allowed_engines(self, layer: Layer, value: list[str] | None, limit: Policy) -> None:
@@ -244,3 +233,7 @@ class Policy(PolicyUse):
             raise self._refuse(layer, name, new, "binds may not be added", limit,
                                "allow_user_binds")
         return new
+
+
+#: The names of the settings a policy has (sorted, as traitlets lists traits).
+SETTINGS: tuple[str, ...] = tuple(sorted(f.name for f in fields(Policy) if f.name != "origins"))

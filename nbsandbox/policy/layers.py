@@ -1,29 +1,28 @@
-"""Policy layers: where settings come from, read and checked.
+"""Policy layers: where settings come from.
 
 Each :class:`Layer` is the settings given in one place (an administrator's
-file, the application's configuration, a request), already validated by the
-traits of :class:`~nbsandbox.policy.traits.SandboxPolicy`.
+file, the application's configuration, a request), once validated by the
+traits of :class:`~nbsandbox.policy.traits.SandboxPolicy`.  This module reads
+the configuration files: the administrator's (:func:`admin_configs`) and the
+command line's (:func:`user_config`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from traitlets import TraitError
 from traitlets.config import Config
 from traitlets.config.loader import (
     ConfigFileNotFound,
     JSONFileConfigLoader,
-    LazyConfigValue,
     PyFileConfigLoader,
 )
 
-from nbsandbox.errors import UsageError
-from nbsandbox.policy.traits import POLICY_TRAITS, PolicyError, SandboxPolicy
+from nbsandbox.errors import PolicyError
 
 #: Names the administrator's policy files have in the system-wide config directories.
 ADMIN_BASENAME = "nbsandbox_admin_config"
@@ -43,34 +42,6 @@ class Layer:
     kind: str
     source: str
     settings: dict[str, Any]
-
-
-def validated(settings: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Settings checked and coerced by the traits of :class:`SandboxPolicy`."""
-    probe = SandboxPolicy()
-    out: dict[str, Any] = {}
-    for name, value in settings.items():
-        if name not in POLICY_TRAITS:
-            continue
-        if isinstance(value, LazyConfigValue):
-            value = value.get_value(getattr(probe, name))
-        try:
-            setattr(probe, name, value)
-        except TraitError as exc:
-            raise UsageError(f"{source}: bad value for {name}: {exc}") from None
-        out[name] = getattr(probe, name)
-    return out
-
-
-def explicit_settings(config: Config, section_names: Iterable[str]) -> dict[str, Any]:
-    """The policy settings a config gives explicitly for classes ``section_names``
-    (base classes first, so subclasses override)."""
-    merged: dict[str, Any] = {}
-    for name in section_names:
-        if name in config:
-            section = config[name]
-            merged.update({k: v for k, v in section.items() if k in POLICY_TRAITS})
-    return validated(merged, "configuration")
 
 
 def system_config_dirs() -> list[str]:
@@ -107,16 +78,15 @@ def _policy_files(directory: str | os.PathLike[str], basename: str) -> list[Path
     return [Path(directory, basename + ext) for ext in (".json", ".py")]
 
 
-def admin_layers() -> list[Layer]:
-    """The administrator's layers: system-wide files, then ``$NBSANDBOX_ADMIN_CONFIG``."""
-    layers = []
+def admin_configs() -> list[tuple[str, Config]]:
+    """The administrator's configurations, each with where it comes from: the
+    system-wide files, then ``$NBSANDBOX_ADMIN_CONFIG``."""
+    configs = []
     files = [f for d in reversed(system_config_dirs())
              for f in _policy_files(d, ADMIN_BASENAME) if f.is_file()]
     if files:
-        config = load_config_files(files)
-        layers.append(Layer("administrator",
-                            "the administrator's " + " and ".join(map(str, files)),
-                            explicit_settings(config, ["SandboxPolicy"])))
+        configs.append(("the administrator's " + " and ".join(map(str, files)),
+                        load_config_files(files)))
     extra = os.environ.get(ADMIN_ENV)
     if extra:
         path = Path(extra)
@@ -125,11 +95,9 @@ def admin_layers() -> list[Layer]:
         if not found or not found[0].is_file():
             raise PolicyError(f"${ADMIN_ENV} names {extra}, which is not a readable "
                               f"{ADMIN_BASENAME}.json/.py file or a directory holding one")
-        config = load_config_files(found)
-        layers.append(Layer("administrator",
-                            f"the administrator's {found[0]} (${ADMIN_ENV})",
-                            explicit_settings(config, ["SandboxPolicy"])))
-    return layers
+        configs.append((f"the administrator's {found[0]} (${ADMIN_ENV})",
+                        load_config_files(found)))
+    return configs
 
 
 def user_config() -> Config:

@@ -9,25 +9,19 @@ documentation of each setting.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from traitlets import Bool, Dict, Float, List, TraitError, Unicode, validate
-from traitlets.config import Configurable
+from traitlets.config import Config, Configurable
+from traitlets.config.loader import LazyConfigValue
 
-from nbsandbox.errors import UsageError
+from nbsandbox.errors import PolicyError, UsageError
+from nbsandbox.policy.fold import _ORDER, SETTINGS, Policy
+from nbsandbox.policy.layers import Layer, admin_configs
 
-if TYPE_CHECKING:
-    from nbsandbox.policy.fold import Policy
-
-#: Environment variable naming the store root to use when none is given.
-ROOT_ENV = "NBSANDBOX_ROOT"
-#: Host variables that every sandbox gets, whatever the allow-list says.
-ALWAYS_PASSED = ("PATH", "HOME")
-
-
-class PolicyError(UsageError):
-    """A setting or a request that the policy forbids (one line, names the setting)."""
+__all__ = ["POLICY_TRAITS", "PolicyError", "SandboxPolicy", "admin_layers",
+           "explicit_settings", "validated"]
 
 
 class SandboxPolicy(Configurable):
@@ -169,10 +163,6 @@ class SandboxPolicy(Configurable):
         an administrator's change applies to the next launch).  Raises
         :class:`PolicyError` for a loosening attempt.
         """
-        # The layers and the fold build on these traits: imported here, not above.
-        from nbsandbox.policy.fold import Policy
-        from nbsandbox.policy.layers import Layer, admin_layers, explicit_settings, validated
-
         layers = [*admin_layers(), Layer("configuration", "the configuration",
                                          explicit_settings(self.config, self.section_names()))]
         if request:
@@ -181,3 +171,52 @@ class SandboxPolicy(Configurable):
 
 
 POLICY_TRAITS: tuple[str, ...] = tuple(SandboxPolicy.class_own_traits(config=True))
+
+
+def validated(settings: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Settings checked and coerced by the traits of :class:`SandboxPolicy`."""
+    probe = SandboxPolicy()
+    out: dict[str, Any] = {}
+    for name, value in settings.items():
+        if name not in POLICY_TRAITS:
+            continue
+        if isinstance(value, LazyConfigValue):
+            value = value.get_value(getattr(probe, name))
+        try:
+            setattr(probe, name, value)
+        except TraitError as exc:
+            raise UsageError(f"{source}: bad value for {name}: {exc}") from None
+        out[name] = getattr(probe, name)
+    return out
+
+
+def explicit_settings(config: Config, section_names: Iterable[str]) -> dict[str, Any]:
+    """The policy settings a config gives explicitly for classes ``section_names``
+    (base classes first, so subclasses override)."""
+    merged: dict[str, Any] = {}
+    for name in section_names:
+        if name in config:
+            section = config[name]
+            merged.update({k: v for k, v in section.items() if k in POLICY_TRAITS})
+    return validated(merged, "configuration")
+
+
+def admin_layers() -> list[Layer]:
+    """The administrator's layers: system-wide files, then ``$NBSANDBOX_ADMIN_CONFIG``."""
+    return [Layer("administrator", source, explicit_settings(config, ["SandboxPolicy"]))
+            for source, config in admin_configs()]
+
+
+def _as_folded(name: str, value: Any) -> Any:
+    if name == "env_allow":
+        return (tuple(value),)
+    if name == "locked":
+        return frozenset(value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+# The fold (nbsandbox.policy.fold) starts from Policy's own defaults: they must be the traits'.
+assert set(_ORDER) == set(POLICY_TRAITS), "every policy trait needs a place in the fold's _ORDER"
+assert SETTINGS == POLICY_TRAITS, "Policy's fields are the traits"
+assert all(getattr(Policy(), n) == _as_folded(n, getattr(SandboxPolicy(), n))
+           for n in POLICY_TRAITS), "Policy's defaults are the traits' defaults"

@@ -13,9 +13,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nbsandbox import engines
-from nbsandbox.errors import UsageError
+from nbsandbox.errors import PolicyError, UsageError
 from nbsandbox.paths import is_under
-from nbsandbox.policy.traits import ALWAYS_PASSED, ROOT_ENV, PolicyError
+
+#: Environment variable naming the store root to use when none is given.
+ROOT_ENV = "NBSANDBOX_ROOT"
+#: Host variables that every sandbox gets, whatever the allow-list says.
+ALWAYS_PASSED = ("PATH", "HOME")
 
 
 class PolicyUse:
