@@ -13,6 +13,10 @@ Workloads (each run natively, then under every engine that works here):
 * ``stat``      -- ``stat()`` in a C loop (benchmarks/statbench.c, packed as a
   store program): on a store path and on a host path (ns per call).
 
+For userns and fakechroot, two more rows: the pack's own ``bin/`` program
+(the static wrapper, ``NBSANDBOX_ENGINE=<engine>``, no nbsandbox involved)
+and ``nbsandbox run --engine <engine>`` (Python start-up included).
+
 Yardsticks beside nbsandbox's engines: PRoot with and without seccomp
 acceleration and, when installed, Debian's libfakechroot run the way Guix's
 fakechroot engine runs it (store ld.so --preload libfakechroot.so).
@@ -43,6 +47,8 @@ from nbsandbox.launch import make_plan, prepare  # noqa: E402
 from nbsandbox.store import StoreRoot  # noqa: E402
 
 ENGINES = ("userns", "fakechroot", "bwrap", "proot")
+#: Engines whose start-up through a pack's bin/ wrapper is measured too.
+WRAPPED = ("userns", "fakechroot")
 DEBIAN_FAKECHROOT = Path("/usr/lib/x86_64-linux-gnu/fakechroot/libfakechroot.so")
 
 METADATA_SCRIPT = r"""
@@ -81,10 +87,13 @@ class Runner:
     env: dict[str, str]
     engine: str | None = None
     absolute: bool = False  # native only: reach the files by their absolute host paths
+    wrapper: bool = False  # the pack's own bin/ program, with NBSANDBOX_ENGINE=engine
 
     def argv(self, root: StoreRoot, program: str, args: list[str]) -> tuple[list[str], dict]:
-        if self.engine is None:
-            return [*self.prefix_argv, program, *args], self.env  # type: ignore[misc]
+        if self.wrapper:
+            return [str(root.path / "bin" / program), *args], self.env
+        if self.prefix_argv is not None:
+            return [*self.prefix_argv, program, *args], self.env
         plan = make_plan(root, program, args, env=self.env)
         cmd = prepare(plan, self.engine).command
         if cmd.executable:
@@ -176,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {name}: {probe.reason}", file=sys.stderr)
             continue
         runners.append(Runner(name, None, env, engine=name))
+        if name in WRAPPED and (root.path / "bin" / "python3").is_file() and \
+                not (root.path / "bin").is_symlink():
+            # The pack's own bin/ program (no nbsandbox), and nbsandbox run, the same engine.
+            runners.append(Runner(f"{name}: pack's bin/ wrapper", None,
+                                  {**env, "NBSANDBOX_ENGINE": name}, engine=name, wrapper=True))
+            runners.append(Runner(f"{name}: nbsandbox run", [
+                sys.executable, "-m", "nbsandbox", "run", "--root", str(root.path),
+                "--engine", name, "--"], env, engine=name))
         if name == "proot" and engine.seccomp:  # type: ignore[attr-defined]
             runners.append(Runner("proot (no seccomp)", None, {**env, NO_SECCOMP: "1"},
                                   engine=name))
