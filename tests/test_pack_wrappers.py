@@ -289,3 +289,23 @@ def test_wrapper_starts_programs_as_nbsandbox_run_does(python_pack, engine):
                       "--engine", engine, "--", "python3", "-c", code], env=env, cwd="/")
     assert run.returncode == 0, run.stderr
     assert wrapped.stdout == run.stdout
+
+
+@pytest.mark.skipif(not unpriv.seccomp_supported(), reason="needs this machine's seccomp numbers")
+@pytest.mark.parametrize("scenario, preexec, engine, reason", [
+    ("map-denied", {"deny_map_write": True}, "fakechroot",
+     "writing /proc/self/uid_map: Operation not permitted"),
+    ("mount-denied", {"deny": unpriv.MOUNT_SYSCALLS}, "fakechroot", "forbids mounts"),
+    ("nested", {"nested": True}, "userns", None),
+])
+def test_simulated_hosts(python_pack, scenario, preexec, engine, reason):
+    """The host matrix's hosts (tools/host_matrix.py): the wrapper falls back as nbsandbox does."""
+    proc = subprocess.run([str(python_pack.path / "bin" / "python3"), "-c", PRINT],
+                          preexec_fn=unpriv.host_preexec(**preexec), capture_output=True,
+                          text=True, timeout=120, env=unpriv.unprivileged_env(
+                              bare_env(NBSANDBOX_ENGINE="performance", NBSANDBOX_VERBOSE="1")))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("/gnu/store/")
+    assert f"engine: {engine} (requested: performance)" in proc.stderr
+    if reason:
+        assert "skipped userns: " in proc.stderr and reason in proc.stderr, proc.stderr
