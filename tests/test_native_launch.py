@@ -507,6 +507,22 @@ def test_supervised_sigkill_leaves_no_process_and_no_tmpdir(launcher, store, wra
         proc.kill()
 
 
+def test_supervised_sigkill_also_ends_detached_descendants(launcher, store, wrapper):
+    script = ("setsid sh -c 'trap \"\" TERM; exec sleep 60' </dev/null >/dev/null 2>&1 & "
+              "echo $!; exec sleep 60")
+    proc = watch(supervised(launcher, store, wrapper, script))
+    try:
+        detached = int(read_line(proc))
+        assert not gone(detached)
+        proc.kill()
+        proc.wait(timeout=10)
+        assert wait_until(lambda: gone(detached), timeout=10), "a detached child outlived the run"
+    finally:
+        proc.kill()
+        if not gone(detached):
+            os.kill(detached, signal.SIGKILL)
+
+
 def test_supervised_tmpdir_is_removed_at_exit(launcher, store, wrapper, work):
     scratch = work / "scratch"
     script = f"touch {scratch}/file && mkdir -p {scratch}/d/e && chmod 500 {scratch}/d; exit 5"

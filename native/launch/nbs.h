@@ -136,5 +136,9 @@ int seccomp_deny_untranslated(void);
  * none is left. */
 void descendants_adopt(void);
 void descendants_end(int grace_ms);
+/* From a signal handler: descendants_end() (running or to come) sends
+ * SIGKILL at once; descendants_hurried() says whether that was asked. */
+void descendants_hurry(void);
+bool descendants_hurried(void);
 
 #endif

@@ -136,6 +136,18 @@ static void list_procs(struct procs *ps, pid_t self)
     }
 }
 
+static volatile sig_atomic_t hurry;
+
+void descendants_hurry(void)
+{
+    hurry = 1;
+}
+
+bool descendants_hurried(void)
+{
+    return hurry;
+}
+
 static void reap_children(void)
 {
     while (waitpid(-1, NULL, WNOHANG) > 0)
@@ -166,7 +178,7 @@ void descendants_end(int grace_ms)
     long pause_ms = 5;
     for (;;) {
         reap_children();
-        bool kill_now = elapsed_ms(&start) >= grace_ms;
+        bool kill_now = hurry || elapsed_ms(&start) >= grace_ms;
         size_t live = 0;
         list_procs(&ps, self);
         for (size_t i = 0; i < ps.len; i++) {

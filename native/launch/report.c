@@ -3,8 +3,8 @@
  * ended, its raw wait status ("S <status>\n") on fd N.
  *
  * The program gets its own process group (the supervisor sends ^C to it) and
- * SIGKILL if the reporter dies (so if the wrapper dies, since the reporter
- * asks for the same from the wrapper).
+ * SIGKILL if the reporter dies.  If the wrapper dies, the reporter gets
+ * SIGTERM, kills every descendant of the program at once and dies.
  *
  * The run ends when the program ends: descendants it leaves behind get
  * SIGTERM, then SIGKILL after GRACE_MS (see reap.c).  With
@@ -31,6 +31,12 @@
 
 static const int quiet[] = {SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGHUP, SIGPIPE};
 #define NQUIET (sizeof quiet / sizeof *quiet)
+
+static void on_wrapper_death(int sig)
+{
+    (void)sig;
+    descendants_hurry();
+}
 
 static void tell(int fd, char kind, long value)
 {
@@ -101,9 +107,17 @@ int cmd_report(int argc, char **argv)
     if (fd > 2)
         close(fd);
 
-    /* If the wrapper dies, so do we (and by that, the program). */
+    /* If the wrapper dies, we get SIGTERM: we kill every descendant at once
+     * (the program would get SIGKILL from our death anyway, but not what it
+     * detached) and die.  No SA_RESTART: waitpid() returns EINTR. */
+    struct sigaction hurry, saved_term;
+    memset(&hurry, 0, sizeof hurry);
+    hurry.sa_handler = on_wrapper_death;
+    sigemptyset(&hurry.sa_mask);
+    if (sigaction(SIGTERM, &hurry, &saved_term) != 0)
+        die_err(errno, NULL, "sigaction");
     pid_t parent = getppid();
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) != 0)
         die_err(errno, NULL, "prctl(PR_SET_PDEATHSIG)");
     if (getppid() != parent)
         _exit(EXIT_SETUP_FAILED);
@@ -140,6 +154,7 @@ int cmd_report(int argc, char **argv)
         for (size_t k = 0; k < NQUIET; k++)
             (void)sigaction(quiet[k], &saved[k], NULL);
         (void)sigaction(SIGCHLD, &saved_chld, NULL);
+        (void)sigaction(SIGTERM, &saved_term, NULL);
         /* EINVAL: no seccomp filters in this kernel, and so no PRoot
          * acceleration either; the calls then escape as before. */
         if (deny_untranslated && seccomp_deny_untranslated() != 0 && errno != EINVAL)
@@ -157,6 +172,10 @@ int cmd_report(int argc, char **argv)
     while ((p = waitpid(-1, &status, 0)) != child) {
         if (p < 0 && errno != EINTR)
             die_err(errno, NULL, "waitpid");
+        if (descendants_hurried()) {
+            descendants_end(0);
+            _exit(128 + SIGKILL);
+        }
     }
     tell(status_fd, 'S', (long)status);
     descendants_end(GRACE_MS);
