@@ -84,6 +84,27 @@ def test_supervised_engines_put_the_supervisor_first(tmp_path):
         assert argv[-2:] == [plan.program, "a"]
 
 
+def test_proot_as_root_names_the_glue_it_may_leave_on_the_host(tmp_path, monkeypatch):
+    """Run by root, PRoot makes a binding's missing parents in the host's tree:
+    the supervisor is told the top one, so that its janitor removes it."""
+    from nbsandbox.engines.proot import first_missing
+
+    assert first_missing(str(tmp_path)) is None
+    assert first_missing(str(tmp_path / "a" / "b")) == str(tmp_path / "a")
+    engine = ProotEngine()
+    if not engine.probe().available:
+        return
+    prefix = tmp_path / "p" / "store"
+    root = make_root(tmp_path / "root", str(prefix))
+    plan = make_plan(root, f"{prefix}/{H}-tool/bin/tool", [], cwd=str(tmp_path))
+    for euid, glue in ((1000, []), (0, ["--glue", str(tmp_path / "p")])):
+        monkeypatch.setattr(os, "geteuid", lambda euid=euid: euid)
+        argv = engine.command(plan).argv
+        sup = argv[:argv.index("--")]
+        assert sup[sup.index("--glue"):sup.index("--glue") + 2] == glue if glue else \
+            "--glue" not in sup
+
+
 def test_the_plan_computes_its_view_once_and_every_engine_translates_it(tmp_path):
     """One view: the namespace engines' mounts and the fakechroot engine's mappings
     come from the same entries, and so does "where is this file" for the provisioner."""

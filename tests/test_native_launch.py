@@ -640,3 +640,53 @@ def test_asan_supervise_and_report(asan_launcher, store, work):
     assert (proc.returncode, proc.stderr) == (3, "")
     assert all(gone(int(p)) for p in proc.stdout.split())
     assert not scratch.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("proot"),
+                    reason="needs root (PRoot makes its glue in the host's tree only as root) "
+                           "and proot")
+def test_supervised_proot_as_root_leaves_no_glue_on_the_host(launcher, store, work):
+    """Run by root, PRoot makes /<top>/... for a binding to a missing path on the
+    host itself (mode 000) and leaves it when killed; the janitor removes it."""
+    top = f"/nbsandbox-glue-{os.getpid()}"
+    assert not os.path.lexists(top)
+    scratch = work / "scratch"
+    argv = supervised(launcher, store, "proot", "echo $$; exec sleep 60", tmpdir=scratch,
+                      prefix=f"{top}/store")
+    argv[argv.index("--"):argv.index("--")] = ["--glue", top]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, bufsize=0, env=proot_env(scratch))
+    try:
+        pid = int(read_line(proc))
+        assert oct(os.stat(f"{top}/store").st_mode & 0o7777) == "0o0", "PRoot makes no glue"
+        proc.kill()
+        proc.wait(timeout=10)
+        assert wait_until(lambda: gone(pid)), "the program outlived the supervisor"
+        assert wait_until(lambda: not os.path.lexists(top), timeout=5), os.listdir(top)
+    finally:
+        proc.kill()
+        subprocess.run(["rm", "-rf", top], check=False)
+
+
+def test_supervise_glue_keeps_what_is_not_glue(launcher, work):
+    """A --glue path that holds anything but glue (directories ending in empty
+    mode-000 ones) stays; so does an empty directory of another mode."""
+    kept = work / "kept"
+    (kept / "sub").mkdir(parents=True)
+    (kept / "sub" / "file").write_text("x")
+    os.chmod(kept / "sub", 0)
+    os.chmod(kept, 0)
+    try:
+        proc = subprocess.run([launcher, "supervise", "--tmpdir", str(work / "scr"),
+                               "--glue", str(kept), "--", "true"],
+                              capture_output=True, text=True, timeout=20)
+        assert proc.returncode == 0, proc.stderr
+        assert kept.exists()
+        empty = work / "empty"
+        empty.mkdir()
+        proc = subprocess.run([launcher, "supervise", "--tmpdir", str(work / "scr"),
+                               "--glue", str(empty), "--", "true"],
+                              capture_output=True, text=True, timeout=20)
+        assert (proc.returncode, empty.exists()) == (0, True), proc.stderr
+    finally:
+        os.chmod(kept, 0o755)
+        os.chmod(kept / "sub", 0o755)

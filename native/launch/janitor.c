@@ -163,6 +163,70 @@ void janitor_remove_leftovers(pid_t pid)
         remove_leftovers(leftovers[i], pid);
 }
 
+/* See janitor_set_glue(): absolute paths, in the order given. */
+static const char *glue[MAX_LEFTOVERS];
+static size_t nglue;
+
+void janitor_set_glue(const char *path)
+{
+    if (path[0] != '/' || !strcmp(path, "/"))
+        die("supervise: --glue needs an absolute path below /, not %s", path);
+    if (nglue >= MAX_LEFTOVERS)
+        die("supervise: at most %d --glue", MAX_LEFTOVERS);
+    glue[nglue++] = path;
+}
+
+/* Remove DIRFD/NAME if it is glue: an empty directory of mode 000 (the
+ * binding's destination), or a directory holding nothing but glue (the
+ * directories above it).  Anything else (a file, a directory someone made
+ * or filled) is left as it is.  0 when removed or absent. */
+static int remove_glue_at(int dirfd, const char *name, int depth)
+{
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISDIR(st.st_mode) || depth > 64)
+        return -1;
+    bool leaf = (st.st_mode & 07777) == 0;
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -1;
+    }
+    int rc = 0, entries = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            entries++;
+            rc = leaf ? -1 : remove_glue_at(fd, e->d_name, depth + 1);
+        }
+    closedir(d);
+    if (rc != 0 || (!leaf && entries == 0))
+        return -1;
+    return unlinkat(dirfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+void janitor_remove_glue(void)
+{
+    for (size_t i = 0; i < nglue; i++) {
+        const char *slash = strrchr(glue[i], '/');
+        char dir[PATH_MAX];
+        size_t dlen = slash == glue[i] ? 1 : (size_t)(slash - glue[i]);
+        if (dlen >= sizeof dir)
+            continue;
+        memcpy(dir, glue[i], dlen);
+        dir[dlen] = '\0';
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+            continue;
+        (void)remove_glue_at(dfd, slash + 1, 0); /* not glue, or in use: leave it */
+        close(dfd);
+    }
+}
+
 static _Noreturn void janitor_main(int life_rd, int parentfd, const char *name)
 {
     bool created = false, removed = false, in_pid = false;
@@ -209,6 +273,7 @@ static _Noreturn void janitor_main(int life_rd, int parentfd, const char *name)
         _exit(0);
     wait_gone(wrapper, pidfd);
     janitor_remove_leftovers(wrapper);
+    janitor_remove_glue();
     if (rmtree_at(parentfd, name) != 0) {
         warn_err(errno, "janitor: removing %s", name);
         _exit(1);

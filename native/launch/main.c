@@ -17,7 +17,7 @@ static const char usage[] =
     "         --chdir DIR             working directory (default: the caller's, else /)\n"
     "         --argv0 NAME            argv[0] of PROGRAM (default: PROGRAM)\n"
     "         --probe                 do every step but the exec; exit 0 if all worked\n"
-    "       nbs-launch supervise [--tmpdir DIR [--leftovers PREFIX]] -- WRAPPER [ARG...]\n"
+    "       nbs-launch supervise [--tmpdir DIR [--leftovers PREFIX] [--glue PATH]] -- WRAPPER [ARG...]\n"
     "         an argument " STATUS_FD_PLACEHOLDER " becomes the status pipe's fd\n"
     "       nbs-launch report --fd N [--argv0 NAME] [--unsetenv NAME]... [--deny-untranslated]\n"
     "                         -- PROGRAM [ARG...]\n"

@@ -125,6 +125,14 @@ pid_t janitor_start(int life_rd, int life_wr, int parentfd, const char *name, in
 void janitor_set_leftovers(const char *prefix);
 void janitor_remove_leftovers(pid_t wrapper);
 
+/* PRoot run by root makes the missing directories above a binding's
+ * destination in the host's own tree (e.g. /gnu and /gnu/store, mode 000)
+ * and removes them only when it exits normally.  PATH is the top one of
+ * those; the janitor removes it after the wrapper when it is still such
+ * glue.  Called once per PATH (at most 4). */
+void janitor_set_glue(const char *path);
+void janitor_remove_glue(void);
+
 /* seccomp.c: make the system calls PRoot does not translate fail with
  * ENOSYS in this process and its descendants (sets no_new_privs).  0, or -1
  * with errno (EINVAL: the kernel has no seccomp filters). */

@@ -197,9 +197,11 @@ int cmd_supervise(int argc, char **argv)
             tmpdir = argv[++i];
         else if (!strcmp(argv[i], "--leftovers") && i + 1 < argc)
             janitor_set_leftovers(argv[++i]);
+        else if (!strcmp(argv[i], "--glue") && i + 1 < argc)
+            janitor_set_glue(argv[++i]);
         else
             die("supervise: unexpected argument %s (usage: nbs-launch supervise "
-                "[--tmpdir DIR [--leftovers PREFIX]] -- WRAPPER [ARG...])",
+                "[--tmpdir DIR [--leftovers PREFIX] [--glue PATH]] -- WRAPPER [ARG...])",
                 argv[i]);
     }
     if (i >= argc)
@@ -365,6 +367,7 @@ int cmd_supervise(int argc, char **argv)
         (void)tcsetpgrp(STDIN_FILENO, getpgrp()); /* SIGTTOU is blocked */
     if (tmpdir) {
         janitor_remove_leftovers(s.wrapper);
+        janitor_remove_glue();
         if (rmtree_at(parentfd, name) == 0)
             (void)write_all(life[1], "R", 1);
         else

@@ -29,6 +29,15 @@ def find_proot() -> str | None:
     return os.environ.get("NBSANDBOX_PROOT") or shutil.which("proot")
 
 
+def first_missing(path: str) -> str | None:
+    """The top directory of ``path`` that the host lacks (``/gnu`` for a
+    ``/gnu/store`` on a host without ``/gnu``), or None when ``path`` exists."""
+    missing = None
+    while path not in ("/", "") and not os.path.lexists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
 class ProotEngine(Engine):
     name: ClassVar[str] = "proot"
     summary: ClassVar[str] = "PRoot (ptrace); works without namespaces, slow system calls"
@@ -85,9 +94,13 @@ class ProotEngine(Engine):
         assert proot is not None, "probe() first"
         scratch = scratch_dir()
         args = [proot]
+        glue: list[str] = []
         for op in mount_ops(plan, store_visible=plan.root.present_on_host()):
             if op.kind in ("store", "ro-bind", "bind"):
                 args += ["-b", f"{op.source}:{op.dest}"]
+                top = first_missing(op.dest)
+                if top and os.geteuid() == 0 and top not in glue:
+                    glue.append(top)
             elif op.kind == "tmpfs":
                 args += ["-b", f"{scratch}/home:{op.dest}"]
             elif op.kind == "hide":
@@ -106,4 +119,8 @@ class ProotEngine(Engine):
         # a missing path (proot-<pid>-*) in /tmp, whatever TMPDIR says, and
         # leave them there when killed: the supervisor's janitor removes them.
         leftovers = ("/tmp/prooted-", "/tmp/proot-")
-        return Command(supervise(args, tmpdir=scratch, leftovers=leftovers), env, self.name)
+        # Run by root, PRoot makes the missing directories above a binding's
+        # destination in the host's own tree (e.g. /gnu for /gnu/store, mode
+        # 000) for the time of the run, and leaves them when killed.
+        return Command(supervise(args, tmpdir=scratch, leftovers=leftovers,
+                                 glue=tuple(glue[:4])), env, self.name)

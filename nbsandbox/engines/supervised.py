@@ -28,14 +28,18 @@ def scratch_dir() -> str:
 
 
 def supervise(tool_argv: list[str], *, tmpdir: str | None = None,
-              leftovers: tuple[str, ...] = ()) -> list[str]:
+              leftovers: tuple[str, ...] = (), glue: tuple[str, ...] = ()) -> list[str]:
     """``leftovers``: files the tool leaves outside ``tmpdir`` when killed, named
-    ``<prefix><tool pid>-*`` for each prefix; removed with ``tmpdir``, even after SIGKILL."""
+    ``<prefix><tool pid>-*`` for each prefix; removed with ``tmpdir``, even after SIGKILL.
+    ``glue``: directories the tool may make in the host's tree (empty, mode 000)
+    and leave there when killed; removed then if they are still such."""
     argv = [str(native_path("nbs-launch")), "supervise"]
     if tmpdir is not None:
         argv += ["--tmpdir", tmpdir]
         for prefix in leftovers:
             argv += ["--leftovers", prefix]
+        for path in glue:
+            argv += ["--glue", path]
     return [*argv, "--", *tool_argv]
 
 
