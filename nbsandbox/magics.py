@@ -18,20 +18,19 @@ import os
 import subprocess
 import sys
 import threading
+from argparse import REMAINDER
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 from traitlets import List, Unicode
 
-from nbsandbox.errors import NbsandboxError
+from nbsandbox.errors import NbsandboxError, UsageError
 from nbsandbox.jupyter_runs import SandboxedRun, Timeouts
 from nbsandbox.policy import Policy, SandboxPolicy
 
-#: Options of ``%sandbox`` that take a value (for splitting a line magic).
-_VALUED = {"--root", "--env", "--out", "--err", "--proc", "--timeout"}
 _SOURCE = "this cell"
 
 
@@ -75,6 +74,43 @@ def _discard(text: str) -> None:
     pass
 
 
+#: The options both forms of ``%sandbox`` take, in the order their help lists them.
+_OPTIONS = [
+    argument("--root", "-r", metavar="ROOT",
+             help="store root: a name from SandboxPolicy.roots or a path "
+                  "(default: SandboxPolicy.default_root, else $NBSANDBOX_ROOT)"),
+    argument("--python", action="store_true",
+             help="run the cell as Python in the root's interpreter, not as a shell script"),
+    argument("--isolate-home", action="store_true",
+             help="give the sandbox an empty private home (the working directory stays)"),
+    argument("--env", action="append", default=[], metavar="K=V",
+             help="set a variable in the sandbox (repeatable)"),
+    argument("--out", metavar="VAR",
+             help="store stdout in this variable instead of showing it; with --bg, the "
+                  "stdout pipe"),
+    argument("--err", metavar="VAR",
+             help="store stderr in this variable instead of showing it; with --bg, the "
+                  "stderr pipe"),
+    argument("--bg", action="store_true",
+             help="run in the background; its output is then only available with "
+                  "--out/--err"),
+    argument("--proc", metavar="VAR",
+             help="store the Popen object of a --bg run in this variable"),
+    argument("--no-raise-error", action="store_false", dest="raise_error",
+             help="do not raise CalledProcessError (or KeyboardInterrupt, TimeoutExpired) "
+                  "when the program fails, is interrupted or times out"),
+    argument("--timeout", type=float, metavar="SECONDS",
+             help="stop the process tree after this many seconds"),
+]
+
+
+def _options(func: Any) -> Any:
+    """Declare :data:`_OPTIONS` on a magic (as its ``@argument`` lines would)."""
+    for option in reversed(_OPTIONS):
+        func = option(func)
+    return func
+
+
 @magics_class
 class SandboxMagics(Magics, SandboxPolicy):
     """Run cells and commands from a store root, through an engine, within the policy."""
@@ -97,31 +133,7 @@ class SandboxMagics(Magics, SandboxPolicy):
     @magic_arguments()
     @argument("engine", nargs="?", metavar="ENGINE",
               help="engine, meta-engine or chain (default: the policy's engine)")
-    @argument("--root", "-r", metavar="ROOT",
-              help="store root: a name from SandboxPolicy.roots or a path "
-                   "(default: SandboxPolicy.default_root, else $NBSANDBOX_ROOT)")
-    @argument("--python", action="store_true",
-              help="run the cell as Python in the root's interpreter, not as a shell script")
-    @argument("--isolate-home", action="store_true",
-              help="give the sandbox an empty private home (the working directory stays)")
-    @argument("--env", action="append", default=[], metavar="K=V",
-              help="set a variable in the sandbox (repeatable)")
-    @argument("--out", metavar="VAR",
-              help="store stdout in this variable instead of showing it; with --bg, the "
-                   "stdout pipe")
-    @argument("--err", metavar="VAR",
-              help="store stderr in this variable instead of showing it; with --bg, the "
-                   "stderr pipe")
-    @argument("--bg", action="store_true",
-              help="run in the background; its output is then only available with "
-                   "--out/--err")
-    @argument("--proc", metavar="VAR",
-              help="store the Popen object of a --bg run in this variable")
-    @argument("--no-raise-error", action="store_false", dest="raise_error",
-              help="do not raise CalledProcessError (or KeyboardInterrupt, TimeoutExpired) "
-                   "when the program fails, is interrupted or times out")
-    @argument("--timeout", type=float, metavar="SECONDS",
-              help="stop the process tree after this many seconds")
+    @_options
     @line_cell_magic
     def sandbox(self, line: str, cell: str | None = None) -> None:
         """Run a cell (``%%sandbox``) or one command (``%sandbox``) from a store root.
@@ -166,8 +178,8 @@ class SandboxMagics(Magics, SandboxPolicy):
 
         from nbsandbox.doctor import report
 
-        args = self._parse(line, self.sandbox_doctor)
         try:
+            args = self._parse(line, self.sandbox_doctor)
             policy = self.effective_policy()
             root = policy.open_root(args.root, _SOURCE) if args.root else None
             data = report(root, policy)
@@ -184,44 +196,42 @@ class SandboxMagics(Magics, SandboxPolicy):
     # -- parsing ----------------------------------------------------------------------------
 
     def _parse(self, line: str, func: Any = None) -> Any:
+        """``line`` parsed by the declaration of ``func`` (default: the cell form's);
+        a bad line is a :class:`UsageError` that ends with the usage."""
         func = func or self.sandbox
-        try:
-            return parse_argstring(func, line)
+        try:  # split as a shell would: the command's words lose their quotes
+            return func.parser.parse_args(arg_split(line, posix=True))
         except IPythonUsageError as exc:
             usage = " ".join(func.parser.format_usage().replace("::", "").split())
-            raise IPythonUsageError(f"{exc}; {usage}") from None
+            raise UsageError(f"{exc}; {usage}") from None
+
+    @staticmethod
+    @magic_arguments(name="sandbox")
+    @_options
+    @argument("command", nargs=REMAINDER, metavar="[ENGINE] [--] PROGRAM [ARGS...]",
+              help="the engine (if the first word names one and a program follows), then "
+                   "the program and its arguments")
+    def _line_form(line: str) -> None:
+        """``%sandbox``'s declaration (the line form takes a command, not an engine
+        alone); :meth:`sandbox` is the magic."""
 
     def _parse_line(self, line: str) -> tuple[Any, list[str]]:
-        """Split ``%sandbox`` options, an optional engine, and the command."""
-        tokens = arg_split(line, posix=True)
-        options: list[str] = []
-        engine = None
-        command: list[str] = []
-        choices = self.effective_policy().engine_choices()
-        i = 0
-        while i < len(tokens):
-            token = tokens[i]
-            if token == "--":
-                command = tokens[i + 1:]
-                break
-            if token.startswith("-"):
-                options.append(token)
-                if token in _VALUED and i + 1 < len(tokens):
-                    options.append(tokens[i + 1])
-                    i += 1
-            elif engine is None and token in choices and i + 1 < len(tokens):
-                engine = token
-            else:
-                command = tokens[i:]
-                break
-            i += 1
-        args = self._parse(" ".join(map(_quote, options + ([engine] if engine else []))))
+        """``%sandbox``'s options, engine and command, as :meth:`_line_form` declares them."""
+        args = self._parse(line, self._line_form)
+        command = list(args.command)
+        args.engine = None
+        if command[:1] == ["--"]:
+            command = command[1:]
+        elif len(command) > 1 and command[0] in self.effective_policy().engine_choices():
+            args.engine = command.pop(0)
+            if command[:1] == ["--"]:
+                command = command[1:]
         if args.python:
-            raise IPythonUsageError("--python applies to %%sandbox cells; for one line use "
-                                    "%sandbox python3 -c '...'")
+            raise UsageError("--python applies to %%sandbox cells; for one line use "
+                             "%sandbox python3 -c '...'")
         if not command:
-            usage = "%sandbox [options] [ENGINE] [--] PROGRAM [ARGS...]"
-            raise IPythonUsageError(f"no program given; usage: {usage}")
+            raise UsageError("no program given; usage: %sandbox [options] [ENGINE] [--] "
+                             "PROGRAM [ARGS...]")
         return args, command
 
     # -- running -----------------------------------------------------------------------------
@@ -250,7 +260,6 @@ class SandboxMagics(Magics, SandboxPolicy):
             "--python, or pack one with the root (nbsandbox pack --program /bin/sh)")
 
     def _run(self, args: Any, *, command: list[str] | None, cell: str | None) -> None:
-        from nbsandbox.errors import UsageError
         from nbsandbox.launch import RequestOptions, request
         from nbsandbox.plan import parse_env
 
@@ -373,12 +382,6 @@ class SandboxMagics(Magics, SandboxPolicy):
         """Stop background runs and forget the exit hook (extension unloaded)."""
         self.stop_bg_runs()
         atexit.unregister(self.stop_bg_runs)
-
-
-def _quote(word: str) -> str:
-    import shlex
-
-    return shlex.quote(word)
 
 
 def load_ipython_extension(ipython: Any) -> None:
