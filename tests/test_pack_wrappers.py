@@ -309,3 +309,21 @@ def test_simulated_hosts(python_pack, scenario, preexec, engine, reason):
     assert f"engine: {engine} (requested: performance)" in proc.stderr
     if reason:
         assert "skipped userns: " in proc.stderr and reason in proc.stderr, proc.stderr
+
+
+def test_symlink_loop_runs_nothing(python_pack, tmp_path):
+    """A loop of links never reaches the wrapper: the kernel refuses it (ELOOP)."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(OSError) as info:
+        subprocess.run([str(tmp_path / "a")], env=bare_env(), check=False)
+    assert info.value.errno == 40  # ELOOP
+    # A long chain that ends at the wrapper is resolved by the kernel, up to its limit.
+    target = python_pack.path / "bin" / "python3"
+    for k in range(30):
+        link = tmp_path / f"chain{k}"
+        link.symlink_to(target)
+        target = link
+    proc = subprocess.run([str(target), "-c", "print('ok')"], capture_output=True, text=True,
+                          env=bare_env(NBSANDBOX_ENGINE="fakechroot"))
+    assert (proc.returncode, proc.stdout) == (0, "ok\n"), proc.stderr
