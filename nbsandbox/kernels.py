@@ -10,7 +10,9 @@ provisioners).  A kernel needs, beyond any program:
 * its connection file visible, also when an isolated home hides the runtime
   directory it is in;
 * ``$NBSANDBOX_ROOT`` set to its own root, so that ``%%sandbox`` in the kernel
-  runs from it unless told otherwise.
+  runs from it unless told otherwise;
+* for an IPython kernel, its history kept in memory when its home is isolated,
+  and a warm-up of traceback formatting (see :mod:`nbsandbox.ipython_kernel`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from nbsandbox.ipython_kernel import ipython_kernel_additions
 from nbsandbox.launch import Launch, RequestOptions, request
 from nbsandbox.paths import is_under
 from nbsandbox.plan import Bind
@@ -71,14 +74,16 @@ def kernel_request(
     if not isinstance(root, StoreRoot):
         root = policy.open_root(root, source)
     binds: list[Bind] = []
+    home = env.get("HOME") or os.path.expanduser("~")
     if policy.isolate_home:
         # The private home hides the runtime directory; the kernel must see it.
-        home = env.get("HOME") or os.path.expanduser("~")
         binds = [Bind.parse(d) for d in connection_dirs
                  if is_under(os.path.abspath(d), home)]
+    argv, env, ipython_vars = ipython_kernel_additions(
+        argv, env, isolate_home=policy.isolate_home, home=home, hidden=policy.hide)
     options = RequestOptions(
         env={**env, ROOT_ENV: str(root.path)},
-        keep_env=(*KERNEL_VARS, ROOT_ENV, *keep_env),
+        keep_env=(*KERNEL_VARS, ROOT_ENV, *ipython_vars, *keep_env),
         cwd=cwd,
         binds=tuple(binds),
     )

@@ -395,6 +395,9 @@ def test_isolated_home_kernel_sees_an_empty_home_but_its_connection_file(
         assert "secret.txt" not in out and "runtime" in out
         assert km.provisioner.resolve_path("~/secret.txt") is None
         assert km.provisioner.resolve_path(km.provisioner._plan.program) is not None
+        # IPython's history stays in memory: the home is thrown away at exit
+        reply, out = _run(kc, "print(get_ipython().history_manager.hist_file)")
+        assert (reply["status"], out.strip()) == ("ok", ":memory:")
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
