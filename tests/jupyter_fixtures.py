@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,45 @@ class _EntryPoint:
         return self._cls
 
 
+def register_provisioner(name: str, cls: type) -> None:
+    """Make ``cls`` the provisioner a kernelspec selects by ``name`` (in this process)."""
+    KernelProvisionerFactory.instance().provisioners[name] = _EntryPoint(name, cls)
+
+
 def register_test_provisioners() -> None:
-    factory = KernelProvisionerFactory.instance()
-    factory.provisioners[TEST_PROVISIONER] = _EntryPoint(TEST_PROVISIONER,
-                                                         UnprivilegedProvisioner)
-    factory.provisioners[NATIVE_PROVISIONER] = _EntryPoint(NATIVE_PROVISIONER,
-                                                           UnprivilegedLocalProvisioner)
+    register_provisioner(TEST_PROVISIONER, UnprivilegedProvisioner)
+    register_provisioner(NATIVE_PROVISIONER, UnprivilegedLocalProvisioner)
+
+
+def execute(kc: Any, code: str, timeout: float = 60.0) -> tuple[dict[str, Any], str]:
+    """Run ``code`` in the kernel of client ``kc``: (the reply's content, its stream
+    output and error names).  A request that arrives while the kernel still aborts
+    after an error is aborted: it is sent again."""
+    out: list[str] = []
+
+    def hook(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append(msg["content"]["ename"])
+
+    for _ in range(20):
+        reply = kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        if reply["content"]["status"] != "aborted":
+            break
+        time.sleep(0.1)
+    return reply["content"], "".join(out)
+
+
+def engines_for(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Engine name -> "" if it works for the unprivileged user, else why not (doctor's
+    view, as that user)."""
+    proc = unpriv.run([sys.executable, "-c",
+                       "import json; from nbsandbox import doctor; "
+                       "print(json.dumps(doctor.report()['engines']))"], env=env, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"doctor failed for the unprivileged user: {proc.stderr}")
+    return {e["name"]: "" if e["available"] else e["detail"] for e in json.loads(proc.stdout)}
 
 
 def leftover_processes(sessions: list[int] | None = None) -> list[int]:
@@ -236,11 +270,7 @@ def shell_root(tmp_path_factory: pytest.TempPathFactory) -> StoreRoot:
 @pytest.fixture(scope="session")
 def engines_for_nobody() -> dict[str, str]:
     """Engine name -> "" if it works for the unprivileged user, else why not."""
-    proc = unpriv.run([sys.executable, "-c",
-                       "import json; from nbsandbox import doctor; "
-                       "print(json.dumps(doctor.report()['engines']))"], timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return {e["name"]: "" if e["available"] else e["detail"] for e in json.loads(proc.stdout)}
+    return engines_for()
 
 
 def packed_spec(root: StoreRoot, engine: str, *, provisioner: str = TEST_PROVISIONER,

@@ -182,20 +182,6 @@ def test_sigint_to_the_group_reaches_the_program_once(tools_root, engine, workdi
     assert p.returncode == 3
 
 
-def _processes_with(token: str) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if token.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
 def _scratch_dirs() -> set[str]:
     import tempfile
 
@@ -212,15 +198,15 @@ def test_killing_the_launcher_leaves_nothing_behind(tools_root, engine, workdir,
     p = unpriv.popen(nbs(tools_root, engine, "run-cmd", "sleep", "600"), cwd=workdir, env=env,
                      start_new_session=True)
     deadline = time.monotonic() + 30
-    while not any(_is_sleep(pid) for pid in _processes_with(token)):
+    while not any(_is_sleep(pid) for pid in unpriv.processes_with(token)):
         assert time.monotonic() < deadline, "the program never started"
         time.sleep(0.05)
     p.send_signal(sig)
     p.wait(timeout=30)
     deadline = time.monotonic() + 5
-    while _processes_with(token) and time.monotonic() < deadline:
+    while unpriv.processes_with(token) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _processes_with(token) == []
+    assert unpriv.processes_with(token) == []
     assert _scratch_dirs() - before == set()
 
 
@@ -394,7 +380,7 @@ def test_detached_child_does_not_keep_the_run(tools_root, engine, workdir):
             env={**os.environ, name: value})
     assert (r.returncode, r.stdout) == (0, "started\n"), r.stderr
     def left() -> list[int]:
-        return [pid for pid in _processes_with(token) if _is_sleep(pid)]
+        return [pid for pid in unpriv.processes_with(token) if _is_sleep(pid)]
 
     if engine in SUPERVISED:
         assert left() == []  # the reporter has waited for them to end

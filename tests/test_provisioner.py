@@ -29,7 +29,7 @@ from nbsandbox.provisioner import inner_command
 pytest.register_assert_rewrite("jupyter_fixtures")
 pytest_plugins = ("jupyter_fixtures",)
 
-from jupyter_fixtures import doc_blocks, leftover_processes, packed_spec  # noqa: E402
+from jupyter_fixtures import doc_blocks, execute, leftover_processes, packed_spec  # noqa: E402
 
 ENGINES = ("userns", "fakechroot", "proot")
 TIMEOUT = 60  # seconds for a kernel to answer (proot is slow)
@@ -52,21 +52,7 @@ def _start(name: str, connection_file: str = "") -> tuple[KernelManager, object]
 
 
 def _run(kc, code: str, timeout: float = TIMEOUT) -> tuple[dict, str]:
-    out: list[str] = []
-
-    def hook(msg):
-        if msg["msg_type"] == "stream":
-            out.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            out.append(msg["content"]["ename"])
-
-    for _ in range(20):
-        reply = kc.execute_interactive(code, timeout=timeout, output_hook=hook)
-        # a request that arrives while the kernel still aborts after an error is aborted
-        if reply["content"]["status"] != "aborted":
-            break
-        time.sleep(0.1)
-    return reply["content"], "".join(out)
+    return execute(kc, code, timeout)
 
 
 # -- jupyter_kernel_test, per engine ---------------------------------------------------------

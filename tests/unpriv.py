@@ -89,6 +89,22 @@ def popen(argv: Sequence[str], *, no_userns: bool = False, env: dict[str, str] |
                             env=unprivileged_env(env), **kw)
 
 
+def processes_with(needle: str) -> list[int]:
+    """Live processes (not this one) whose environment contains ``needle``."""
+    data = needle.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if data in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
 def world_tmpdir(base: str) -> str:
     """Make ``base`` traversable by the unprivileged user (pytest's tmp dirs are 0700)."""
     path = base

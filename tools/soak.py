@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -54,84 +53,47 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the suite's helpers for unprivileged kernels
+
+import unpriv  # noqa: E402
+from jupyter_fixtures import (  # noqa: E402
+    UnprivilegedProvisioner,
+    engines_for,
+    execute,
+    register_provisioner,
+)
+
 ENGINES = ("userns", "fakechroot", "bwrap", "proot")
 TMP_PREFIXES = ("nbsandbox-", "proot-", "prooted-")
 TOKEN_VAR = "NBS_SOAK_TOKEN"
-NOBODY = 65534
+NOBODY = unpriv.NOBODY
 TIMEOUT = 60.0
 PROVISIONER = "nbsandbox-soak-provisioner"
 VERBOSE = False
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
-# -- running as the unprivileged user ---------------------------------------------------------
+# -- running as the unprivileged user: the test suite's own helpers ---------------------------
 
 
-def _drop() -> None:
-    """preexec_fn: become nobody when root (and stay dumpable, for user namespaces)."""
-    if os.getuid() == 0:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-        _libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+class SoakProvisioner(UnprivilegedProvisioner):
+    """The test suite's provisioner (the real one; only the kernel drops to nobody when
+    we are root), with the kernels' warnings discarded unless --verbose."""
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        if not VERBOSE:
+            kwargs.setdefault("stderr", subprocess.DEVNULL)
+        return await super().launch_kernel(cmd, **kwargs)
 
 
 def _user_env(home: Path, token: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
-    env.update({"HOME": str(home), TOKEN_VAR: token})
-    if os.getuid() == 0:
-        env["USER"] = env["LOGNAME"] = "nobody"
-    return env
-
-
-def _provisioner_class() -> type:
-    from nbsandbox.provisioner import SandboxProvisioner
-
-    class SoakProvisioner(SandboxProvisioner):
-        """The real provisioner; the kernel process runs as nobody when we are root."""
-
-        async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-            if os.getuid() == 0:
-                os.chown(self.parent.connection_file, NOBODY, NOBODY)
-                kwargs["preexec_fn"] = _drop
-            if not VERBOSE:
-                kwargs.setdefault("stderr", subprocess.DEVNULL)  # the kernels' warnings
-            return await super().launch_kernel(cmd, **kwargs)
-
-    return SoakProvisioner
-
-
-def _register_provisioner() -> None:
-    from jupyter_client.provisioning import KernelProvisionerFactory
-
-    cls = _provisioner_class()
-
-    class EntryPoint:
-        name, group = PROVISIONER, "jupyter_client.kernel_provisioners"
-        value = f"{cls.__module__}:{cls.__name__}"
-
-        def load(self) -> type:
-            return cls
-
-    KernelProvisionerFactory.instance().provisioners[PROVISIONER] = EntryPoint()
+    return {**unpriv.unprivileged_env(home=str(home)), TOKEN_VAR: token}
 
 
 # -- what is left behind ---------------------------------------------------------------------
 
 
 def processes_with(token: str) -> list[int]:
-    needle = f"{TOKEN_VAR}={token}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return unpriv.processes_with(f"{TOKEN_VAR}={token}")
 
 
 def tmp_entries() -> set[str]:
@@ -224,19 +186,9 @@ def count_leftovers(token: str, runtime: Path, tmp_before: set[str], mounts_befo
 # -- kernels ------------------------------------------------------------------------------------
 
 
-def _execute(kc: Any, code: str, timeout: float = TIMEOUT) -> tuple[str, str]:
-    out: list[str] = []
-
-    def hook(msg: dict[str, Any]) -> None:
-        if msg["msg_type"] == "stream":
-            out.append(msg["content"]["text"])
-
-    for _ in range(20):
-        reply = kc.execute_interactive(code, timeout=timeout, output_hook=hook)
-        if reply["content"]["status"] != "aborted":
-            break
-        time.sleep(0.1)
-    return reply["content"]["status"], "".join(out)
+def _execute(kc: Any, code: str) -> tuple[str, str]:
+    reply, out = execute(kc, code, TIMEOUT)
+    return reply["status"], out
 
 
 def _interrupt_sleep(km: Any, kc: Any) -> float:
@@ -316,7 +268,7 @@ def concurrent_cells(root: Path, engine: str, n: int, env: dict[str, str], cwd: 
                 engine, "--", "python3", "-c", code % ("30" if interrupted else "0.5")]
         procs.append((interrupted, subprocess.Popen(
             argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=_drop, start_new_session=True)))
+            preexec_fn=unpriv.preexec(), start_new_session=True)))
     time.sleep(3.0)  # let the interrupted ones reach their sleep
     for interrupted, p in procs:
         if interrupted and p.poll() is None:
@@ -376,16 +328,6 @@ class EngineResult:
                               "connection_files": left.connection_files,
                               "mounts": left.mounts, "total": left.total},
                 "not_counted_tmp": left.foreign_tmp, "errors": self.errors}
-
-
-def engines_for_user(env: dict[str, str]) -> dict[str, str]:
-    """Engine -> "" if it works for the user the kernels run as, else why not."""
-    proc = subprocess.run([sys.executable, "-c",
-                           "import json; from nbsandbox import doctor; "
-                           "print(json.dumps(doctor.report()['engines']))"],
-                          env=env, preexec_fn=_drop, capture_output=True, text=True,
-                          timeout=120, check=True)
-    return {e["name"]: "" if e["available"] else e["detail"] for e in json.loads(proc.stdout)}
 
 
 def soak_engine(engine: str, root: Any, args: argparse.Namespace, dirs: dict[str, Path],
@@ -552,10 +494,10 @@ def main(argv: list[str] | None = None) -> int:
                      "PYTEST_CURRENT_TEST"):
             os.environ.pop(name, None)
         os.environ["HOME"] = str(dirs["home"])
-        _register_provisioner()
+        register_provisioner(PROVISIONER, SoakProvisioner)
         base_env = _user_env(dirs["home"], "")
         base_env.pop(TOKEN_VAR)
-        available = engines_for_user(base_env)
+        available = engines_for(base_env)
         results = []
         for engine in args.engines or ENGINES:
             why = available.get(engine, "not built here")
