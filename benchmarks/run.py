@@ -17,6 +17,10 @@ For userns and fakechroot, two more rows: the pack's own ``bin/`` program
 (the static wrapper, ``NBSANDBOX_ENGINE=<engine>``, no nbsandbox involved)
 and ``nbsandbox run --engine <engine>`` (Python start-up included).
 
+Each engine also runs under Landlock restrictions (``ENGINE + landlock``:
+writes only to the temporary directory, no TCP), beside the same run without
+them, when the kernel has Landlock ABI 4 or later.
+
 Yardsticks beside nbsandbox's engines: PRoot with and without seccomp
 acceleration and, when installed, Debian's libfakechroot run the way Guix's
 fakechroot engine runs it (store ld.so --preload libfakechroot.so).
@@ -34,6 +38,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +46,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from nbsandbox import landlock  # noqa: E402
 from nbsandbox.engines import get_engine  # noqa: E402
 from nbsandbox.engines.proot import NO_SECCOMP  # noqa: E402
 from nbsandbox.launch import make_plan, prepare  # noqa: E402
@@ -88,6 +94,7 @@ class Runner:
     engine: str | None = None
     absolute: bool = False  # native only: reach the files by their absolute host paths
     wrapper: bool = False  # the pack's own bin/ program, with NBSANDBOX_ENGINE=engine
+    restrictions: landlock.Restrictions | None = None
 
     def argv(self, root: StoreRoot, program: str, args: list[str]) -> tuple[list[str], dict]:
         if self.wrapper:
@@ -95,7 +102,7 @@ class Runner:
         if self.prefix_argv is not None:
             return [*self.prefix_argv, program, *args], self.env
         plan = make_plan(root, program, args, env=self.env)
-        cmd = prepare(plan, self.engine).command
+        cmd = landlock.restrict(prepare(plan, self.engine).command, self.restrictions, plan)
         if cmd.executable:
             return [cmd.executable, *cmd.argv[1:]], cmd.env
         return cmd.argv, cmd.env
@@ -193,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             runners.append(Runner(f"{name}: nbsandbox run", [
                 sys.executable, "-m", "nbsandbox", "run", "--root", str(root.path),
                 "--engine", name, "--"], env, engine=name))
+        if landlock.abi() >= landlock.NETWORK_ABI:
+            confined = landlock.Restrictions(write=(tempfile.gettempdir(),), network=False)
+            runners.append(Runner(f"{name} + landlock", None, env, engine=name,
+                                  restrictions=confined))
         if name == "proot" and engine.seccomp:  # type: ignore[attr-defined]
             runners.append(Runner("proot (no seccomp)", None, {**env, NO_SECCOMP: "1"},
                                   engine=name))

@@ -85,6 +85,7 @@ def _register_run(sub) -> None:
                    help="give the program an empty private home (git, gpg read nothing of yours)")
     p.add_argument("--no-keep-cwd", dest="keep_cwd", action="store_false",
                    help="with --isolate-home, hide the working directory too when it is in home")
+    _add_restriction_options(p)
     p.add_argument("--explain", action="store_true",
                    help="say on stderr which engine runs, which policy layer asked for it, "
                         "and why others were skipped")
@@ -94,6 +95,28 @@ def _register_run(sub) -> None:
     p.add_argument("program", metavar="PROGRAM")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
     p.set_defaults(func=run_run)
+
+
+def _add_restriction_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-read", action="append", default=[], metavar="PATH",
+                   help="Landlock: the program may read only beneath these paths (and the "
+                        "store, and what every process needs); repeatable")
+    p.add_argument("--allow-write", action="append", default=[], metavar="PATH",
+                   help="Landlock: the program may write only beneath these paths; repeatable")
+    p.add_argument("--no-network", action="store_true",
+                   help="Landlock: no TCP bind or connect (Linux 6.7+)")
+
+
+def restriction_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The policy settings (a request layer) of --allow-read, --allow-write, --no-network."""
+    settings: dict[str, Any] = {}
+    if args.allow_read:
+        settings["allowed_read"] = list(args.allow_read)
+    if args.allow_write:
+        settings["allowed_write"] = list(args.allow_write)
+    if args.no_network:
+        settings["network"] = False
+    return settings
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -107,6 +130,7 @@ def run_run(args: argparse.Namespace) -> int:
                         ("hide", args.hide), ("isolate_home", args.isolate_home)):
         if value:
             settings[name] = value
+    settings.update(restriction_settings(args))
     policy = _policy(settings)
     if args.engine:  # the flags first, before the root is opened
         policy.check_engine(args.engine, _SOURCE)

@@ -14,6 +14,7 @@ import os
 import platform
 from typing import TYPE_CHECKING, Any
 
+from nbsandbox import landlock
 from nbsandbox.engines import META, NOT_ALLOWED, all_engines, resolve
 from nbsandbox.errors import NbsandboxError
 from nbsandbox.program import host_machine, inspect_program
@@ -42,6 +43,7 @@ def host_facts() -> dict[str, Any]:
         "apparmor_restrict_unprivileged_userns": _read(
             "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
         "unprivileged_userns_clone": _read("/proc/sys/kernel/unprivileged_userns_clone"),
+        "landlock_abi": landlock.abi(),
     }
 
 
@@ -137,6 +139,7 @@ def format_text(data: dict[str, Any]) -> str:
     out = [
         f"host: {host['machine']}, Linux {host['kernel']}, uid {host['uid']}, "
         f"max_user_namespaces={host['max_user_namespaces']}",
+        landlock.enforceable(host.get("landlock_abi", 0)),
         "",
         f"{'engine':<12} {'status':<12} detail",
     ]

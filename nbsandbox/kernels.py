@@ -73,6 +73,7 @@ def kernel_request(
     """
     if not isinstance(root, StoreRoot):
         root = policy.open_root(root, source)
+    connection_dirs = tuple(connection_dirs)
     binds: list[Bind] = []
     home = env.get("HOME") or os.path.expanduser("~")
     if policy.isolate_home:
@@ -86,6 +87,8 @@ def kernel_request(
         keep_env=(*KERNEL_VARS, ROOT_ENV, *ipython_vars, *keep_env),
         cwd=cwd,
         binds=tuple(binds),
+        kernel=True,
+        runtime_dirs=tuple(connection_dirs),
     )
     return request(policy, root, argv[0], argv[1:], engine=engine, source=source,
                    options=options)

@@ -6,7 +6,8 @@ and ``%sandbox`` magics, the kernel provisioner and ``nbsandbox kernel launch``
 It checks the engine against the policy, opens the root, builds the plan
 (:func:`make_plan`, under the policy's environment filter, binds, hidden paths
 and home isolation), inspects the program once and lets
-:func:`nbsandbox.engines.resolve` choose the engine (:func:`prepare`).  The
+:func:`nbsandbox.engines.resolve` choose the engine (:func:`prepare`), then has
+the launcher apply the policy's Landlock restrictions (:mod:`nbsandbox.landlock`).  The
 front end then runs the command with :func:`exec_in_place` or :func:`spawn`.
 """
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from nbsandbox.engines import Command, Resolution, requested_engine, resolve
 from nbsandbox.errors import EngineUnavailable
 from nbsandbox.hermetic import host_library_warning
+from nbsandbox.landlock import restrict
 from nbsandbox.plan import Bind, LaunchPlan
 from nbsandbox.program import ProgramInfo, host_machine, inspect_program
 from nbsandbox.store import StoreRoot
@@ -111,6 +113,10 @@ class RequestOptions:
     binds: tuple[Bind, ...] = ()
     #: With an isolated home: keep the working directory visible when it is in home.
     keep_cwd: bool = True
+    #: A kernel: ``SandboxPolicy.restrict_kernels`` applies, and under Landlock
+    #: restrictions it may read ``runtime_dirs`` (where its connection file is).
+    kernel: bool = False
+    runtime_dirs: tuple[str, ...] = ()
 
 
 def request(
@@ -149,7 +155,11 @@ def request(
     plan = make_plan(root, program, args, env=environ, cwd=options.cwd,
                      binds=policy.bind_list(options.binds), hide=policy.hidden_paths(),
                      isolate_home=policy.isolate_home, keep_cwd=options.keep_cwd)
-    return _choose(plan, name, asked_by, policy)
+    restrictions = policy.restrictions(kernel=options.kernel, cwd=plan.cwd,
+                                       runtime_dirs=options.runtime_dirs)
+    launch = _choose(plan, name, asked_by, policy)
+    launch.command = restrict(launch.command, restrictions, plan)
+    return launch
 
 
 def prepare(plan: LaunchPlan, engine: str | None = None, *, policy: Policy | None = None,

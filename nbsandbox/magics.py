@@ -85,6 +85,12 @@ _OPTIONS = [
              help="give the sandbox an empty private home (the working directory stays)"),
     argument("--env", action="append", default=[], metavar="K=V",
              help="set a variable in the sandbox (repeatable)"),
+    argument("--allow-read", action="append", default=[], metavar="PATH",
+             help="Landlock: read only beneath these paths (and the store); repeatable"),
+    argument("--allow-write", action="append", default=[], metavar="PATH",
+             help="Landlock: write only beneath these paths; repeatable"),
+    argument("--no-network", action="store_true",
+             help="Landlock: no TCP bind or connect"),
     argument("--out", metavar="VAR",
              help="store stdout in this variable instead of showing it; with --bg, the "
                   "stdout pipe"),
@@ -240,6 +246,12 @@ class SandboxMagics(Magics, SandboxPolicy):
         request: dict[str, Any] = {}
         if args.isolate_home:
             request["isolate_home"] = True
+        if args.allow_read:
+            request["allowed_read"] = list(args.allow_read)
+        if args.allow_write:
+            request["allowed_write"] = list(args.allow_write)
+        if args.no_network:
+            request["network"] = False
         return self.effective_policy(request, _SOURCE)
 
     def _program(self, root: Any, args: Any, command: list[str] | None,

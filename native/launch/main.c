@@ -22,6 +22,13 @@ static const char usage[] =
     "       nbs-launch report --fd N [--argv0 NAME] [--unsetenv NAME]... [--deny-untranslated]\n"
     "                         -- PROGRAM [ARG...]\n"
     "         --deny-untranslated  system calls PRoot does not translate fail with ENOSYS\n"
+    "       nbs-launch restrict [RESTRICTIONS] [--argv0 NAME] -- PROGRAM [ARG...]\n"
+    "       nbs-launch landlock-abi   print the kernel's Landlock ABI (0: none)\n"
+    "  RESTRICTIONS (userns, report, restrict; Landlock, applied just before exec):\n"
+    "         --allow-read PATH       read and execute beneath PATH\n"
+    "         --allow-write PATH      read, write, create and remove beneath PATH\n"
+    "         --no-network            no TCP bind or connect\n"
+    "         --allow-loader /DIR/P   also read /DIR/P<parent pid>-* (PRoot's loader; report)\n"
     "\n"
     "Failures of nbs-launch itself exit with 125; a program that cannot be\n"
     "executed gives 126, one that is not found 127.\n";
@@ -51,6 +58,10 @@ int main(int argc, char **argv)
             return cmd_supervise(argc - 1, argv + 1);
         if (!strcmp(argv[1], "report"))
             return cmd_report(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "restrict"))
+            return cmd_restrict(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "landlock-abi"))
+            return cmd_landlock_abi();
     }
-    die("usage: nbs-launch userns|supervise|report ...; see nbs-launch --help");
+    die("usage: nbs-launch userns|supervise|report|restrict|landlock-abi ...; see nbs-launch --help");
 }

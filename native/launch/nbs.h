@@ -138,6 +138,26 @@ void janitor_remove_glue(void);
  * with errno (EINVAL: the kernel has no seccomp filters). */
 int seccomp_deny_untranslated(void);
 
+/* landlock.c: restrictions applied just before exec (see there). */
+struct landlock_req {
+    bool active;
+    bool no_network;
+    struct strvec read, write;
+    /* --allow-loader /DIR/PREFIX: DIR/PREFIX<parent pid>-* (PRoot's loader) are
+     * added to READ. */
+    const char *loader_prefix;
+};
+/* The kernel's Landlock ABI version, 0 if it has none. */
+int landlock_abi(void);
+/* If argv[*i] is --allow-read PATH, --allow-write PATH or --no-network, record
+ * it in REQ, advance *i past its value and return true. */
+bool landlock_option(struct landlock_req *req, int argc, char **argv, int *i);
+/* Restrict this process and its future children as REQ says (nothing if no
+ * option was given); dies if the kernel cannot. */
+void landlock_apply(const struct landlock_req *req);
+int cmd_restrict(int argc, char **argv);
+int cmd_landlock_abi(void);
+
 /* reap.c: the program's descendants.  descendants_adopt() before starting
  * it (orphans in its tree become our children); descendants_end() once it
  * has ended: SIGTERM to each one left, SIGKILL after GRACE_MS, returns when

@@ -9,7 +9,8 @@
  * The run ends when the program ends: descendants it leaves behind get
  * SIGTERM, then SIGKILL after GRACE_MS (see reap.c).  With
  * --deny-untranslated, the program runs under the seccomp filter of
- * seccomp.c (for PRoot).
+ * seccomp.c (for PRoot); with --allow-read, --allow-write or --no-network,
+ * under the Landlock restrictions of landlock.c.
  */
 #include "nbs.h"
 
@@ -68,6 +69,7 @@ int cmd_report(int argc, char **argv)
     int fd = -1;
     const char *argv0 = NULL;
     bool deny_untranslated = false;
+    struct landlock_req restrictions = {0};
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -75,6 +77,8 @@ int cmd_report(int argc, char **argv)
             i++;
             break;
         }
+        if (landlock_option(&restrictions, argc, argv, &i))
+            continue;
         if (!strcmp(a, "--deny-untranslated")) {
             deny_untranslated = true;
             continue;
@@ -159,6 +163,8 @@ int cmd_report(int argc, char **argv)
          * acceleration either; the calls then escape as before. */
         if (deny_untranslated && seccomp_deny_untranslated() != 0 && errno != EINVAL)
             die_err(errno, NULL, "report: installing the seccomp filter");
+        /* Paths as the program sees them (inside the wrapper's view). */
+        landlock_apply(&restrictions);
         _exit(exec_program(program, pargv));
     }
     /* Both sides set the group, so that it exists when "P" arrives.  EACCES:

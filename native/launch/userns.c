@@ -126,6 +126,7 @@ int cmd_userns(int argc, char **argv)
     size_t nops = 0;
     const char *chdir_to = NULL, *argv0 = NULL;
     bool probe = false;
+    struct landlock_req restrictions = {0};
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -133,6 +134,8 @@ int cmd_userns(int argc, char **argv)
             i++;
             break;
         }
+        if (landlock_option(&restrictions, argc, argv, &i))
+            continue;
         if (!strcmp(a, "--probe")) {
             probe = true;
             continue;
@@ -205,6 +208,9 @@ int cmd_userns(int argc, char **argv)
     } else if (chdir(cwd) != 0 && chdir("/") != 0) {
         die_err(errno, NULL, "chdir /");
     }
+
+    /* Paths as the sandbox sees them, now that its tree is in place. */
+    landlock_apply(&restrictions);
 
     if (probe)
         return 0;

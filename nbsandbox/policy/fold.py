@@ -14,6 +14,7 @@ from typing import Any
 
 from nbsandbox import engines
 from nbsandbox.errors import PolicyError, UsageError
+from nbsandbox.paths import is_under
 from nbsandbox.policy.layers import Layer
 from nbsandbox.policy.use import PolicyUse
 
@@ -21,7 +22,8 @@ from nbsandbox.policy.use import PolicyUse
 #: layer's own requests are checked against its own restrictions too.
 _ORDER = ("locked", "allowed_engines", "allow_other_roots", "allow_user_binds", "env_allow",
           "isolate_home", "interrupt_timeout", "terminate_timeout", "kill_timeout", "hide",
-          "roots", "default_root", "chains", "engine", "env", "binds", "ro_binds")
+          "roots", "default_root", "chains", "engine", "env", "binds", "ro_binds",
+          "landlock_best_effort", "network", "restrict_kernels", "allowed_read", "allowed_write")
 
 
 def _fmt(value: Any) -> str:
@@ -57,6 +59,11 @@ class Policy(PolicyUse):
     interrupt_timeout: float = 1.0
     terminate_timeout: float = 2.0
     kill_timeout: float = 2.0
+    allowed_read: tuple[str, ...] | None = None
+    allowed_write: tuple[str, ...] | None = None
+    network: bool = True
+    restrict_kernels: bool = False
+    landlock_best_effort: bool = False
     locked: frozenset[str] = frozenset()
     #: For each setting, where its value (the restriction in force) was set.
     origins: dict[str, str] = field(default_factory=dict)
@@ -160,6 +167,52 @@ class Policy(PolicyUse):
             raise self._refuse(layer, "isolate_home", value,
                                "sandboxes must have an isolated home", limit)
         self.isolate_home = value
+
+    def _set_allowed_paths(self, name: str, layer: Layer, value: list[str] | None,
+                           limit: Policy) -> None:
+        from nbsandbox.landlock import check_paths
+
+        bound = getattr(limit, name)
+        if value is None:
+            if bound is not None:
+                raise self._refuse(layer, name, value, "the paths allowed are restricted",
+                                   limit)
+            setattr(self, name, None)
+            return
+        paths = check_paths(value, name, layer.source)
+        if name == "allowed_write" and "/" in paths:
+            raise self._refuse(layer, name, value, "/ would allow writing the whole host; "
+                               "leave allowed_write unset instead", limit)
+        if bound is not None:
+            wider = [p for p in paths if not any(is_under(p, b) for b in bound)]
+            if wider:
+                raise self._refuse(layer, name, value,
+                                   f"{wider[0]} is not within the allowed {_fmt(bound)}", limit)
+        setattr(self, name, paths)
+
+    def _set_allowed_read(self, layer: Layer, value: list[str] | None, limit: Policy) -> None:
+        self._set_allowed_paths("allowed_read", layer, value, limit)
+
+    def _set_allowed_write(self, layer: Layer, value: list[str] | None, limit: Policy) -> None:
+        self._set_allowed_paths("allowed_write", layer, value, limit)
+
+    def _set_network(self, layer: Layer, value: bool, limit: Policy) -> None:
+        if value and not limit.network:
+            raise self._refuse(layer, "network", value, "the network is denied", limit)
+        self.network = value
+
+    def _set_restrict_kernels(self, layer: Layer, value: bool, limit: Policy) -> None:
+        if not value and limit.restrict_kernels:
+            raise self._refuse(layer, "restrict_kernels", value,
+                               "kernels must run restricted", limit)
+        self.restrict_kernels = value
+
+    def _set_landlock_best_effort(self, layer: Layer, value: bool, limit: Policy) -> None:
+        if value and "landlock_best_effort" in limit.origins and \
+                not limit.landlock_best_effort:
+            raise self._refuse(layer, "landlock_best_effort", value,
+                               "restrictions must be enforced", limit)
+        self.landlock_best_effort = value
 
     def _set_timeout(self, name: str, layer: Layer, value: float, limit: Policy) -> None:
         if name in limit.origins and value > getattr(limit, name):

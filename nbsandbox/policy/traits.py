@@ -140,6 +140,50 @@ class SandboxPolicy(Configurable):
         cannot be killed).  An administrator's value is a maximum.""",
     ).tag(config=True)
 
+    allowed_read = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        help="""Landlock: the only host paths (absolute, existing) sandboxed programs may read
+        and execute beneath, besides the store and the system paths every process needs
+        (docs/access.md).  None (the default): reading is not restricted.  A later layer's
+        list must lie within the administrator's (each path beneath one of its paths):
+        what both allow is what is allowed.""",
+    ).tag(config=True)
+
+    allowed_write = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        help="""Landlock: the only host paths sandboxed programs may write, create or remove
+        beneath.  None (the default): no restriction, unless `allowed_read` or `network`
+        restricts, in which case nothing may be written but /dev/null and the terminal.
+        "/" is refused (it allows the whole host).  A later layer's list must lie within
+        the administrator's.""",
+    ).tag(config=True)
+
+    network = Bool(
+        True,
+        help="""Landlock: whether sandboxed programs may bind and connect TCP sockets (False
+        needs Landlock ABI 4, Linux 6.7).  Once the administrator turns it off, it stays
+        off.""",
+    ).tag(config=True)
+
+    restrict_kernels = Bool(
+        False,
+        help="""Run kernels under the default Landlock profile (when neither `allowed_read`
+        nor `allowed_write` is set): write only to the working directory, the temporary
+        directory and Jupyter's runtime directory; read the store and the system files a
+        kernel needs.  Once the administrator turns it on, it cannot be turned off.""",
+    ).tag(config=True)
+
+    landlock_best_effort = Bool(
+        False,
+        help="""When the kernel cannot enforce the Landlock restrictions (no Landlock, or an
+        ABI too old for `network`), run unrestricted with a warning instead of refusing.
+        A later layer may turn it off, not on, once the administrator set it False.""",
+    ).tag(config=True)
+
     locked = List(
         Unicode(),
         help="""Names of settings of this class that later layers may not change at all,

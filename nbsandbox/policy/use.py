@@ -29,6 +29,31 @@ class PolicyUse:
         """Where setting ``name`` was set, for messages."""
         return self.origins.get(name, "the defaults")
 
+    # -- Landlock ----------------------------------------------------------------------------
+
+    def restrictions(self, *, kernel: bool = False, cwd: str = "",
+                     runtime_dirs: Iterable[str] = ()) -> Any:
+        """The :class:`~nbsandbox.landlock.Restrictions` in force (``None``: none).
+
+        For a kernel (``kernel``), ``restrict_kernels`` without allowed paths gives
+        the default kernel profile, and the kernel may always read ``runtime_dirs``
+        (its connection file)."""
+        from nbsandbox.landlock import Restrictions, kernel_profile
+
+        runtime = tuple(os.path.abspath(d) for d in runtime_dirs)
+        if self.allowed_read is None and self.allowed_write is None:
+            if kernel and self.restrict_kernels:
+                profile = kernel_profile(cwd or os.getcwd(), runtime)
+                return Restrictions(read=profile.read, write=profile.write,
+                                    network=self.network, best_effort=self.landlock_best_effort)
+            if self.network:
+                return None
+        read = self.allowed_read
+        if read is not None and kernel:
+            read = (*read, *runtime)
+        return Restrictions(read=read, write=self.allowed_write or (), network=self.network,
+                            best_effort=self.landlock_best_effort)
+
     # -- engines ---------------------------------------------------------------------------
 
     def engine_choices(self) -> list[str]:
