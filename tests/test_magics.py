@@ -368,3 +368,13 @@ def test_magic_in_a_kernel_streams_output_and_stops_the_tree_on_interrupt(native
     assert session_members(pid) == []
     reply = kc.execute_interactive("print('kernel alive')", timeout=TIMEOUT)
     assert reply["content"]["status"] in ("ok", "aborted")
+
+
+def test_cell_under_landlock_writes_only_where_allowed(ip, tmp_path, capsys):
+    allowed, other = tmp_path / "allowed", tmp_path / "other"
+    allowed.mkdir()
+    other.mkdir()
+    cell(ip, f"userns --allow-write {allowed} --no-network",
+         f"echo x > {allowed}/ok && echo wrote; (echo x > {other}/no) 2>/dev/null || echo denied")
+    assert capsys.readouterr().out.split() == ["wrote", "denied"]
+    assert (allowed / "ok").exists() and not (other / "no").exists()
