@@ -249,6 +249,18 @@ def test_chains_are_walked_within_the_policy(monkeypatch, tmp_path):
     fakes["proot"]._probe_cache = None
     with pytest.raises(EngineUnavailable, match=r"no engine of 'mine'.*proot: proot is off"):
         prepare(_Plan(), "mine", policy=p)
+    # --explain says who asked for the engine: the request, the variable, or the layer
+    fakes["proot"]._ok, fakes["proot"]._probe_cache = True, None
+    where = admin(monkeypatch, tmp_path, {"allowed_engines": ["userns", "proot"],
+                                          "engine": "proot"})
+    launch = prepare(_Plan(), None, policy=user({}).effective_policy())
+    assert launch.resolution.asked_by == f"SandboxPolicy.engine (the administrator's {where})"
+    assert launch.resolution.explain().startswith(
+        f"engine: proot (requested: proot, by SandboxPolicy.engine (the administrator's {where}))")
+    monkeypatch.setenv(engines.ENV_VAR, "proot")
+    assert prepare(_Plan(), None, policy=p).resolution.asked_by == "$NBSANDBOX_ENGINE"
+    assert prepare(_Plan(), "proot", policy=p, source="this cell").resolution.asked_by == \
+        "this cell"
 
 
 class _Elf:
