@@ -23,7 +23,8 @@ from nbsandbox.policy import ROOT_ENV
 _SOURCE = "the command line"
 
 #: Modules that add sub-commands with a ``register(subparsers)`` function.
-COMMAND_MODULES = ("nbsandbox.pack.commands", "nbsandbox.kernelspec")
+COMMAND_MODULES = ("nbsandbox.pack.commands", "nbsandbox.kernelspec",
+                   "nbsandbox.notebook.commands")
 
 
 class _Parser(argparse.ArgumentParser):

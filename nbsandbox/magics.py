@@ -29,6 +29,7 @@ from traitlets import List, Unicode
 
 from nbsandbox.errors import NbsandboxError, UsageError
 from nbsandbox.jupyter_runs import SandboxedRun, Timeouts
+from nbsandbox.notebook import cellrun
 from nbsandbox.policy import Policy, SandboxPolicy
 
 _SOURCE = "this cell"
@@ -283,7 +284,7 @@ class SandboxMagics(Magics, SandboxPolicy):
         if args.timeout is not None and args.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
         explicit = parse_env(args.env)
-        root = policy.open_root(args.root, _SOURCE)
+        root = policy.open_root(cellrun.redirect(args.root), _SOURCE)
         program, program_args = self._program(root, args, command)
         env = {**os.environ, **explicit}
         if args.python:
@@ -292,6 +293,7 @@ class SandboxMagics(Magics, SandboxPolicy):
                          source=_SOURCE,
                          options=RequestOptions(env=env, keep_env=(*explicit, "PYTHONUNBUFFERED"),
                                                 cwd=os.getcwd()))
+        cellrun.publish(self.shell, root, args.root, launch.resolution)  # saved with the cell
         stdin = None
         if cell is not None:
             stdin = (cell if cell.endswith("\n") else cell + "\n").encode("utf-8", "replace")

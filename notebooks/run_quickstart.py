@@ -1,14 +1,17 @@
 """Pack this machine's Python, install it as a kernel, and execute the quickstart through it.
 
-    python notebooks/run_quickstart.py [--python ENV] [--work DIR] [--engine ENGINE]
+    python notebooks/run_quickstart.py [--python ENV] [--work DIR] [--engine ENGINE] [--verify]
 
 1. ``nbsandbox pack`` the Python environment ENV (default: the running one, which
    has ipykernel) with ``bash`` and ``sleep``, into WORK/pack;
 2. ``nbsandbox kernel install`` it as the kernel ``nbsandbox-quickstart`` in a
    private Jupyter data directory (WORK/jupyter: nothing of yours is touched),
    with ENGINE (default ``auto``: the fastest engine that works here);
-3. execute ``quickstart.ipynb`` through that kernel with nbclient and write the
-   executed notebook to WORK/quickstart.executed.ipynb, whose path it prints.
+3. execute ``quickstart.ipynb`` through that kernel with ``nbsandbox execute`` (nbclient)
+   and write the executed notebook, with its record of the pack and engines, to
+   WORK/quickstart.executed.ipynb, whose path it prints;
+4. with ``--verify``, re-run it from its recorded pack and compare the outputs
+   (``nbsandbox verify``).
 
 Exits non-zero if any step fails (a cell's error included).
 """
@@ -41,10 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="Python environment to pack (default: this one)")
     parser.add_argument("--work", help="working directory (default: a new temporary one)")
     parser.add_argument("--engine", default="auto", help="engine of the kernel (default: auto)")
+    parser.add_argument("--verify", action="store_true",
+                        help="then verify the executed notebook (nbsandbox verify)")
     args = parser.parse_args(argv)
-
-    import nbformat
-    from nbclient import NotebookClient
 
     work = Path(args.work or tempfile.mkdtemp(prefix="nbsandbox-quickstart-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -66,17 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         install += ["--pythonpath", str(CHECKOUT)]
     nbsandbox(*install, env=env)
 
-    step("executing quickstart.ipynb through the packed kernel")
-    os.environ.update({k: env[k] for k in ("JUPYTER_DATA_DIR", "JUPYTER_PATH")})
-    os.environ.pop("PYTEST_CURRENT_TEST", None)
-    nb = nbformat.read(HERE / "quickstart.ipynb", as_version=4)
-    client = NotebookClient(nb, kernel_name=KERNEL, timeout=300,
-                            resources={"metadata": {"path": str(work)}})
+    step("executing quickstart.ipynb through the packed kernel (nbsandbox execute)")
     out = work / "quickstart.executed.ipynb"
-    try:
-        client.execute()
-    finally:
-        nbformat.write(nb, out)
+    nbsandbox("execute", str(HERE / "quickstart.ipynb"), "--kernel", KERNEL, "-o", str(out),
+              "--timeout", "300", env=env)
+    if args.verify:
+        step("re-running it from its recorded pack and comparing (nbsandbox verify)")
+        nbsandbox("verify", str(out), "--packs", str(pack), env=env)
     print(out)
     return 0
 

@@ -163,6 +163,11 @@ def write_tarball(root: Path, out: Path, mtime: int | None = None) -> int:
     return out.stat().st_size
 
 
+def write_tar(root: Path, out: BinaryIO, mtime: int | None = None) -> None:
+    """Write ``root``'s content as a deterministic, uncompressed tar to ``out``."""
+    _write_tar(root, out, source_date_epoch() if mtime is None else mtime)  # type: ignore[arg-type]
+
+
 def _write_tar(root: Path, gz: ParallelGzip, when: int) -> None:
     with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[arg-type]
                       encoding="utf-8", errors="surrogateescape") as tar:
