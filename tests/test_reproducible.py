@@ -169,7 +169,8 @@ def test_bundling_twice_gives_identical_files(recorded):
 # -- verifying --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("engine", ["userns", "bwrap"])
+@pytest.mark.timeout(900)  # unpacking 500 MB and a kernel under PRoot, on a busy machine
+@pytest.mark.parametrize("engine", ["userns", "proot"])
 def test_another_user_verifies_the_bundle(recorded, engine):
     if not usable_engines(recorded.base).get(engine):
         pytest.skip(f"{engine} does not work here for an unprivileged user")
@@ -216,6 +217,7 @@ def test_a_changed_stored_output_exits_1_naming_the_cell(recorded):
     assert f"cell {SANDBOX_CELL + 1} (" in proc.stdout
 
 
+@pytest.mark.timeout(900)
 def test_pytest_plugin_verifies_notebooks(recorded):
     home, work = verifier_dirs(recorded.base, "plugin")
     notebooks = private_dir(work / "notebooks", VERIFIER)

@@ -94,6 +94,7 @@ def run(nb: Any, choice: KernelChoice, *, cwd: str, timeout: int | None,
 
     started = Started()
     top = tempfile.mkdtemp(prefix="nbsandbox-kernel-")
+    km = None
     try:
         # A kernel from a pack may start slowly (PRoot, a loaded machine): give it as long as
         # a cell.
@@ -101,7 +102,7 @@ def run(nb: Any, choice: KernelChoice, *, cwd: str, timeout: int | None,
                                   "startup_timeout": max(60, timeout or 0),
                                   "resources": {"metadata": {"path": cwd}}}
         if choice.root is not None:
-            kwargs["km"] = kernel_manager(choice.root, top, engine=choice.engine, env=env)
+            km = kwargs["km"] = kernel_manager(choice.root, top, engine=choice.engine, env=env)
         else:
             kwargs["kernel_name"] = choice.name
         client = NotebookClient(nb, **kwargs)
@@ -118,6 +119,9 @@ def run(nb: Any, choice: KernelChoice, *, cwd: str, timeout: int | None,
         except (RuntimeError, TimeoutError) as exc:
             raise ExecutionFailed(f"the kernel did not start or answer: {_first(exc)}") from None
     finally:
+        # nbclient shuts down only the kernels whose manager it made itself.
+        if km is not None and km.has_kernel:
+            km.shutdown_kernel(now=False)
         shutil.rmtree(top, ignore_errors=True)
     return started
 
