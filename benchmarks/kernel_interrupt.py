@@ -1,0 +1,112 @@
+"""Packed kernels: interrupt latency per engine, against the same Python natively.
+
+    python benchmarks/kernel_interrupt.py ROOT [--kernels 4] [--interrupts 5] [--engines ...]
+
+ROOT is a pack of the Python environment running this script (as for
+``kernel_start.py``).  For each kernel -- the environment's own ``ipykernel``
+("native") and the packed one through each engine that works here, started by the
+provisioner as a front end would, in signal mode -- it starts ``--kernels`` kernels
+one after the other and interrupts ``--interrupts`` cells sleeping 30 s in each, the
+first one as soon as the kernel answers (as a user who interrupts their first cell),
+and measures the seconds from ``KernelManager.interrupt_kernel()`` to the
+interrupted cell's reply.  It prints the median and the worst of all the interrupts
+(4 x 5 = 20 by default) and the median of the first ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def interrupt_once(km, kc) -> float:
+    """Interrupt a cell sleeping 30 s; seconds from the interrupt to its reply."""
+    msg_id = kc.execute("import time; time.sleep(30)")
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy" and \
+                msg["parent_header"].get("msg_id") == msg_id:
+            break
+    time.sleep(0.2)  # into the sleep
+    started = time.perf_counter()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=60)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=60)
+    elapsed = time.perf_counter() - started
+    if reply["content"].get("ename") != "KeyboardInterrupt":
+        raise RuntimeError(f"the interrupted cell replied {reply['content'].get('status')}")
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root")
+    parser.add_argument("--kernels", type=int, default=4, help="kernels started per engine")
+    parser.add_argument("--interrupts", type=int, default=5, help="interrupts per kernel")
+    parser.add_argument("--engines", default="userns,fakechroot,bwrap,proot")
+    args = parser.parse_args(argv)
+
+    data = Path(tempfile.mkdtemp(prefix="nbsandbox-bench-"))
+    os.environ["JUPYTER_PATH"] = os.environ["JUPYTER_DATA_DIR"] = str(data)
+    from jupyter_client.manager import KernelManager
+
+    from nbsandbox.engines import get_engine
+    from nbsandbox.kernelspec import kernel_json
+    from nbsandbox.store import StoreRoot
+
+    root = StoreRoot.open(args.root)
+    specs = {"native": {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+                                 "{connection_file}"],
+                        "display_name": "native", "language": "python"}}
+    for engine in args.engines.split(","):
+        probe = get_engine(engine).probe()
+        if not probe.available:
+            print(f"{engine}: skipped ({probe.reason})", file=sys.stderr)
+            continue
+        specs[engine] = kernel_json(root, engine=engine)
+    for name, spec in specs.items():
+        spec["interrupt_mode"] = "signal"
+        (data / "kernels" / f"bench-{name}").mkdir(parents=True)
+        (data / "kernels" / f"bench-{name}" / "kernel.json").write_text(json.dumps(spec))
+
+    times: dict[str, list[float]] = {name: [] for name in specs}
+    first: dict[str, list[float]] = {name: [] for name in specs}
+    try:
+        for _ in range(args.kernels):
+            for name in specs:
+                km = KernelManager(kernel_name=f"bench-{name}")
+                km.start_kernel()
+                kc = km.client()
+                kc.start_channels()
+                try:
+                    kc.wait_for_ready(timeout=120)
+                    for i in range(args.interrupts):
+                        elapsed = interrupt_once(km, kc)
+                        times[name].append(elapsed)
+                        if i == 0:
+                            first[name].append(elapsed)
+                finally:
+                    kc.stop_channels()
+                    km.shutdown_kernel(now=True)
+    finally:
+        shutil.rmtree(data)
+    n = args.kernels * args.interrupts
+    print(f"interrupt to reply, seconds ({args.kernels} kernels x {args.interrupts} "
+          f"interrupts = {n} per kernel type; 'first': the first interrupt of each kernel)")
+    print(f"{'kernel':<11} {'median':>7} {'worst':>7} {'first, median':>14}")
+    for name, values in times.items():
+        print(f"{name:<11} {statistics.median(values):7.3f} {max(values):7.3f} "
+              f"{statistics.median(first[name]):14.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
