@@ -11,6 +11,10 @@ first one as soon as the kernel answers (as a user who interrupts their first ce
 and measures the seconds from ``KernelManager.interrupt_kernel()`` to the
 interrupted cell's reply.  It prints the median and the worst of all the interrupts
 (4 x 5 = 20 by default) and the median of the first ones.
+
+Run as root, the kernels run as ``nobody`` (engines are meant for users without
+root; PRoot run by root would make the store prefix's parents in the host's tree).
+ROOT must then be readable by ``nobody``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,48 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+NOBODY = 65534
+AS_NOBODY = "nbsandbox-bench-provisioner"
+NATIVE_AS_NOBODY = "nbsandbox-bench-native-provisioner"
+
+
+def _drop() -> None:
+    """preexec_fn: become nobody (and stay dumpable, for user namespaces)."""
+    import ctypes
+
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
+def _register_nobody_provisioners() -> None:
+    """Provisioners whose kernel process runs as nobody: the real one and the local one."""
+    from jupyter_client.provisioning import KernelProvisionerFactory, LocalProvisioner
+
+    from nbsandbox.provisioner import SandboxProvisioner
+
+    class AsNobody:
+        async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+            os.chown(self.parent.connection_file, NOBODY, NOBODY)  # type: ignore[attr-defined]
+            kwargs["preexec_fn"] = _drop
+            return await super().launch_kernel(cmd, **kwargs)  # type: ignore[misc]
+
+    for name, base in ((AS_NOBODY, SandboxProvisioner), (NATIVE_AS_NOBODY, LocalProvisioner)):
+        cls = type(f"Bench{base.__name__}", (AsNobody, base), {})
+
+        class EntryPoint:
+            group = "jupyter_client.kernel_provisioners"
+
+            def __init__(self, name: str, cls: type) -> None:
+                self.name, self.value, self._cls = name, f"{__name__}:{cls.__name__}", cls
+
+            def load(self) -> type:
+                return self._cls
+
+        KernelProvisionerFactory.instance().provisioners[name] = EntryPoint(name, cls)
 
 
 def interrupt_once(km, kc) -> float:
@@ -43,6 +89,11 @@ def interrupt_once(km, kc) -> float:
     elapsed = time.perf_counter() - started
     if reply["content"].get("ename") != "KeyboardInterrupt":
         raise RuntimeError(f"the interrupted cell replied {reply['content'].get('status')}")
+    # After an error the kernel aborts what comes in for a moment: wait it out.
+    for _ in range(50):
+        if kc.execute_interactive("pass", timeout=60)["content"]["status"] != "aborted":
+            break
+        time.sleep(0.1)
     return elapsed
 
 
@@ -56,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
 
     data = Path(tempfile.mkdtemp(prefix="nbsandbox-bench-"))
     os.environ["JUPYTER_PATH"] = os.environ["JUPYTER_DATA_DIR"] = str(data)
+    as_nobody = os.getuid() == 0
+    if as_nobody:  # a runtime directory and a home the kernels can use
+        data.chmod(0o755)
+        for sub, mode in (("runtime", 0o1777), ("home", 0o755)):
+            (data / sub).mkdir(mode=mode)
+            (data / sub).chmod(mode)
+        os.chown(data / "home", NOBODY, NOBODY)
+        os.environ["JUPYTER_RUNTIME_DIR"] = str(data / "runtime")
+        os.environ["HOME"] = os.environ["IPYTHONDIR"] = str(data / "home")
+        _register_nobody_provisioners()
     from jupyter_client.manager import KernelManager
 
     from nbsandbox.engines import get_engine
@@ -74,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         specs[engine] = kernel_json(root, engine=engine)
     for name, spec in specs.items():
         spec["interrupt_mode"] = "signal"
+        if as_nobody:
+            spec.setdefault("metadata", {}).setdefault("kernel_provisioner", {})[
+                "provisioner_name"] = AS_NOBODY if name != "native" else NATIVE_AS_NOBODY
         (data / "kernels" / f"bench-{name}").mkdir(parents=True)
         (data / "kernels" / f"bench-{name}" / "kernel.json").write_text(json.dumps(spec))
 

@@ -5,11 +5,11 @@
   read-only directory, could not be written at all): the kernel keeps its history
   in memory instead (``--HistoryManager.hist_file=:memory:``), so ``%history``
   works for the session and nothing fails at exit.
-* Start-up: ``$PYTHONSTARTUP`` runs :mod:`nbsandbox.ipython_startup`, which formats
-  a throw-away traceback in a background thread, so that the first interrupt is
-  answered as fast as the next ones (under PRoot it took seconds).  Not when the
-  kernel has a ``$PYTHONSTARTUP`` of its own, nor when the sandbox would not see
-  this file (an isolated home or a hidden path over it).
+* Start-up: ``$PYTHONSTARTUP`` runs :mod:`nbsandbox.ipython_startup`, which, in a
+  kernel traced by PRoot, formats a throw-away traceback before the kernel answers,
+  so that the first interrupt is answered as fast as the next ones (it took
+  seconds).  Not when the kernel has a ``$PYTHONSTARTUP`` of its own, nor when the
+  sandbox would not see this file (an isolated home or a hidden path over it).
 
 Used by :func:`nbsandbox.kernels.kernel_request`.
 """

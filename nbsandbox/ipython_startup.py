@@ -3,25 +3,32 @@
 # The first traceback a kernel shows costs thousands of file-system calls: IPython's
 # formatter imports its helpers, and ``inspect`` resolves the real path of every loaded
 # module's file, one ``lstat`` per path component.  Natively that is a fraction of a
-# second; under PRoot every such call is a round trip through the tracer, and the first
-# interrupt (a ``KeyboardInterrupt`` traceback) took seconds to answer.  This pays that
-# cost once, in a background thread, while the kernel starts and idles.
+# second; under PRoot every such call is a round trip through the tracer, and the
+# first interrupt (a ``KeyboardInterrupt`` traceback) took seconds to answer.  So
+# when the kernel is traced (PRoot), this pays that cost once, at start-up, before
+# the kernel answers.  Not in a background thread: under ptrace, a SIGINT for the
+# process may then be taken by that thread, and the main thread's sleep goes on.
 #
 # It runs in the kernel's namespace, so it binds no name there; it must work on every
 # Python and IPython a pack may hold, and it never fails the kernel.
 # (Comments, not a docstring: a docstring would set __doc__ there.)
 
-__import__("threading").Thread(target=exec, name="nbsandbox-warm-up", daemon=True, args=(r"""
+exec(r"""
 try:
-    import inspect
-    from IPython.core.ultratb import AutoFormattedTB
+    with open("/proc/self/status") as status:
+        traced = any(line.split()[1:] != ["0"] for line in status
+                     if line.startswith("TracerPid:"))
+    if traced:
+        import inspect
+        from IPython.core.ultratb import AutoFormattedTB
 
-    try:
-        raise KeyboardInterrupt
-    except KeyboardInterrupt as exc:
-        AutoFormattedTB(mode="Context").structured_traceback(type(exc), exc, exc.__traceback__)
-    # A frame of a cell has no file on disk: inspect walks every module (and caches).
-    inspect.getmodule(compile("", "<nbsandbox-warm-up>", "exec"))
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            AutoFormattedTB(mode="Context").structured_traceback(type(exc), exc,
+                                                                 exc.__traceback__)
+        # A cell's frame has no file on disk: inspect walks every module (and caches).
+        inspect.getmodule(compile("", "<nbsandbox-warm-up>", "exec"))
 except BaseException:
     pass
-""", {})).start()
+""", {})
