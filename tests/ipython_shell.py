@@ -20,7 +20,7 @@ from traitlets.config import Config
 def shell() -> InteractiveShell:
     if InteractiveShell.initialized():
         return InteractiveShell.instance()
-    ipython_dir = tempfile.mkdtemp(prefix="nbsandbox-test-ipython-")
+    ipython_dir = tempfile.mkdtemp(prefix="ipython-test-shell-")
     # Registered first, so it runs after IPython's handlers (atexit is last in, first out).
     atexit.register(shutil.rmtree, ipython_dir, True)
     config = Config()

@@ -523,6 +523,25 @@ def test_supervised_sigkill_also_ends_detached_descendants(launcher, store, wrap
             os.kill(detached, signal.SIGKILL)
 
 
+def test_killing_the_supervisors_whole_session_leaves_no_tmpdir(launcher, store, wrapper, work):
+    # As a kernel provisioner ends a kernel: SIGKILL to every process of its session.
+    from nbsandbox.jupyter_runs import session_members, signal_session
+
+    scratch = work / "scratch"
+    files = proot_files()
+    proc = watch(supervised(launcher, store, wrapper, "echo $$; exec sleep 60", tmpdir=scratch),
+                 env=proot_env(scratch), start_new_session=True)
+    try:
+        pid = int(read_line(proc))
+        signal_session(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert wait_until(lambda: gone(pid) and not session_members(proc.pid))
+        assert wait_until(lambda: not scratch.exists()), os.listdir(scratch)
+        assert wait_until(lambda: proot_files() <= files), proot_files() - files
+    finally:
+        proc.kill()
+
+
 def test_supervised_tmpdir_is_removed_at_exit(launcher, store, wrapper, work):
     scratch = work / "scratch"
     script = f"touch {scratch}/file && mkdir -p {scratch}/d/e && chmod 500 {scratch}/d; exit 5"

@@ -1,8 +1,9 @@
 /* nbs-launch supervise --tmpdir: removing the scratch directory, even after
  * the supervisor was killed with SIGKILL.
  *
- * The janitor is a child of the supervisor in its own process group (a ^C on
- * the terminal does not reach it) that ignores every signal it can.  It reads
+ * The janitor is a child of the supervisor in a session of its own (a ^C on
+ * the terminal does not reach it, nor does a kill of the caller's session)
+ * that ignores every signal it can.  It reads
  * the supervisor's messages from a pipe whose write end only the supervisor
  * holds, so end-of-file means the supervisor is gone, however it ended:
  *
@@ -289,8 +290,12 @@ pid_t janitor_start(int life_rd, int life_wr, int parentfd, const char *name, in
     if (pid > 0)
         return pid;
 
-    /* Out of the terminal's way and deaf to signals: only SIGKILL ends it. */
-    (void)setpgid(0, 0);
+    /* A session of its own, so out of the terminal's way and out of reach of
+     * whoever ends the caller's whole session (a kernel's provisioner kills
+     * every process of the kernel's session); deaf to signals: only a SIGKILL
+     * sent to it by pid ends it. */
+    if (setsid() < 0)
+        (void)setpgid(0, 0);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_IGN;
