@@ -189,6 +189,25 @@ def _scratch_dirs() -> set[str]:
     return {n for n in os.listdir(tmp) if n.startswith(("nbsandbox-", "proot-", "prooted-"))}
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _made_by(entries: set[str], pids: set[int], cmdlines: set[str]) -> set[str]:
+    """The entries our processes made (others' may come and go on a shared machine): PRoot's
+    by the PID in their name, the supervisor's scratch directory by its command line."""
+    def ours(entry: str) -> bool:
+        if entry.startswith("nbsandbox-"):
+            return any(f"/{entry} " in c or c.endswith(f"/{entry}") for c in cmdlines)
+        pid = entry.split("-")[1]
+        return pid.isdigit() and int(pid) in pids
+    return {e for e in entries if ours(e)}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_killing_the_launcher_leaves_nothing_behind(tools_root, engine, workdir, sig):
     token = f"NBS_TEST_TOKEN={uuid.uuid4().hex}"
@@ -197,17 +216,22 @@ def test_killing_the_launcher_leaves_nothing_behind(tools_root, engine, workdir,
     env = {**os.environ, name: value}
     p = unpriv.popen(nbs(tools_root, engine, "run-cmd", "sleep", "600"), cwd=workdir, env=env,
                      start_new_session=True)
+    pids: set[int] = set()
+    cmdlines: set[str] = set()
     deadline = time.monotonic() + 30
-    while not any(_is_sleep(pid) for pid in unpriv.processes_with(token)):
+    while not any(_is_sleep(pid) for pid in pids):
         assert time.monotonic() < deadline, "the program never started"
         time.sleep(0.05)
+        for pid in unpriv.processes_with(token):
+            pids.add(pid)
+            cmdlines.add(_cmdline(pid))
     p.send_signal(sig)
     p.wait(timeout=30)
     deadline = time.monotonic() + 5
     while unpriv.processes_with(token) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert unpriv.processes_with(token) == []
-    assert _scratch_dirs() - before == set()
+    assert _made_by(_scratch_dirs() - before, pids, cmdlines) == set()
 
 
 def _is_sleep(pid: int) -> bool:
