@@ -21,7 +21,14 @@ Each engine also runs under Landlock restrictions (``ENGINE + landlock``:
 writes only to the temporary directory, no TCP), beside the same run without
 them, when the kernel has Landlock ABI 4 or later.
 
-Yardsticks beside nbsandbox's engines: PRoot with and without seccomp
+The floor every ratio reads against is ``native at the prefix``: the pack's
+own programs run natively at the store's prefix (its store bind-mounted there
+in a private mount namespace, as root, during the bench only; nothing is
+created at the prefix on the host).  Without root it is skipped and ratios read
+against ``native`` (the host's Python).  Every sample is kept: the tables give
+medians with their ratios, and min / median / max with the number of samples.
+
+Other yardsticks beside nbsandbox's engines: PRoot with and without seccomp
 acceleration and, when installed, Debian's libfakechroot run the way Guix's
 fakechroot engine runs it (store ld.so --preload libfakechroot.so).
 
@@ -60,27 +67,25 @@ DEBIAN_FAKECHROOT = Path("/usr/lib/x86_64-linux-gnu/fakechroot/libfakechroot.so"
 METADATA_SCRIPT = r"""
 import os, sys, time
 top = sys.argv[1]
-best = None
+times = []
 for _ in range(int(sys.argv[2])):
     t0 = time.perf_counter(); n = 0
     for d, dirs, files in os.walk(top):
         for f in files:
             os.lstat(os.path.join(d, f)); n += 1
-    dt = time.perf_counter() - t0
-    best = dt if best is None else min(best, dt)
-print(best, n)
+    times.append(time.perf_counter() - t0)
+print(*times)
 """
 
 CPU_SCRIPT = r"""
 import sys, time
-best = None
+times = []
 for _ in range(int(sys.argv[1])):
     t0 = time.perf_counter(); s = 0
     for i in range(2_000_000):
         s += i * i
-    dt = time.perf_counter() - t0
-    best = dt if best is None else min(best, dt)
-print(best)
+    times.append(time.perf_counter() - t0)
+print(*times)
 """
 
 
@@ -116,15 +121,20 @@ def run_out(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> st
     return proc.stdout
 
 
-def wall(argv: list[str], env: dict[str, str], repeat: int) -> float:
-    """Median wall time of ``repeat`` runs, in seconds (after one warm-up)."""
+def wall(argv: list[str], env: dict[str, str], repeat: int) -> list[float]:
+    """Wall times of ``repeat`` runs, in seconds (after one warm-up)."""
     run_out(argv, env)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def seconds(text: str) -> list[float]:
+    """The times a workload script printed, in milliseconds."""
+    return [float(t) * 1e3 for t in text.split()]
 
 
 def build_statbench(out: Path) -> Path:
@@ -158,33 +168,156 @@ def debian_fakechroot_argv(root: StoreRoot, program: str) -> list[str] | None:
             "--preload", str(DEBIAN_FAKECHROOT), info.host_path]
 
 
+#: The yardstick every ratio reads against: the pack's own programs at the
+#: store's prefix, natively (no engine), in a private mount namespace.
+FLOOR = "native at the prefix"
+
+Samples = dict[str, list[float]]
+
+
+@dataclass
+class StorePaths:
+    """The pack's files the workloads use, as store paths."""
+
+    python: str
+    statbench: str
+    stdlib: str
+    file: str
+
+    @classmethod
+    def of(cls, root: StoreRoot) -> StorePaths:
+        python = root.resolve(root.find_program("python3"))
+        item = os.path.dirname(os.path.dirname(python))
+        stdlib = next(p for p in (f"{item}/lib/python3.{v}" for v in range(8, 20))
+                      if root.to_host(p).is_dir())
+        return cls(python, root.resolve(root.find_program("statbench")), stdlib,
+                   f"{stdlib}/os.py")
+
+
+def floor_argv(root: StoreRoot, reps: int, stat_n: int, host_file: str,
+               where: Path) -> list[str] | None:
+    """The command measuring the floor row, or None where it cannot run here.
+
+    It needs root (a private mount namespace and mounts) and unshare(1); the
+    store appears at its prefix only inside that namespace, never on the host.
+    """
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return None
+    return ["unshare", "--mount", "--propagation", "private", sys.executable, __file__,
+            "--floor-worker", str(where), "--root", str(root.path), "--reps", str(reps),
+            "--stat-n", str(stat_n), "--host-file", host_file]
+
+
+def mount(*args: str | os.PathLike[str]) -> None:
+    subprocess.run(["mount", *map(str, args)], check=True)
+
+
+def enter_prefix_view(root: StoreRoot, where: Path) -> None:
+    """Make ``where`` a new / holding the host's top-level entries and the
+    store at its prefix, and chroot into it.  Run only in a private mount
+    namespace: every mount here disappears with it."""
+    mount("-t", "tmpfs", "nbsandbox-floor", where)
+    for entry in sorted(os.listdir("/")):
+        src, dst = Path("/", entry), where / entry
+        if src.is_symlink():
+            dst.symlink_to(os.readlink(src))
+        elif src.is_dir():
+            dst.mkdir()
+            mount("--rbind", src, dst)
+        elif src.is_file():
+            dst.touch()
+            mount("--bind", src, dst)
+    store = where / root.prefix.lstrip("/")
+    store.mkdir(parents=True, exist_ok=True)
+    mount("--bind", root.to_host(root.prefix), store)
+    os.chroot(where)
+    os.chdir("/")
+
+
+def floor_worker(args: argparse.Namespace) -> int:
+    """One round of the floor row: the store's programs run at their prefix."""
+    root = StoreRoot.open(args.root)
+    paths = StorePaths.of(root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBSANDBOX_")}
+    enter_prefix_view(root, Path(args.floor_worker))
+    row: Samples = {
+        "startup_ms": [t * 1e3 for t in wall([paths.python, "-S", "-c", "pass"], env,
+                                             args.reps)],
+        "metadata_ms": seconds(run_out([paths.python, "-c", METADATA_SCRIPT, paths.stdlib,
+                                        "3"], env)),
+        "cpu_ms": seconds(run_out([paths.python, "-c", CPU_SCRIPT, "3"], env)),
+    }
+    out = run_out([paths.statbench, str(args.stat_n), paths.file, args.host_file],
+                  env).split()
+    row["stat_store_ns"], row["stat_host_ns"] = [float(out[1])], [float(out[3])]
+    print(json.dumps(row))
+    return 0
+
+
+def machine() -> dict[str, object]:
+    """What the run ran on, for the published results."""
+    def first(path: str, key: str) -> str:
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(key):
+                    return line.split(":", 1)[-1].split("=", 1)[-1].strip().strip('"')
+        except OSError:
+            pass
+        return "unknown"
+
+    mem_kb = first("/proc/meminfo", "MemTotal").split()[0]
+    return {
+        "cpu": first("/proc/cpuinfo", "model name"),
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(mem_kb) / 2**20, 1) if mem_kb.isdigit() else None,
+        "kernel": os.uname().release,
+        "distro": first("/etc/os-release", "PRETTY_NAME"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", help="an unpacked pack with python3 and statbench (built if absent)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--floor-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--reps", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--stat-n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--host-file", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.floor_worker:
+        return floor_worker(args)
+    meta = machine()
     args.out.mkdir(parents=True, exist_ok=True)
     reps = 5 if args.quick else 20
-    rounds = 2 if args.quick else 5
+    rounds = 3 if args.quick else 5
     stat_n = 50_000 if args.quick else 300_000
 
     root = StoreRoot.open(args.root) if args.root else build_root(args.out)
-    py_store = root.resolve(root.find_program("python3"))
-    py_item = os.path.dirname(os.path.dirname(py_store))
-    stdlib_store = next(p for p in (f"{py_item}/lib/python3.{v}" for v in range(8, 20))
-                        if root.to_host(p).is_dir())
+    paths = StorePaths.of(root)
+    stdlib_store, store_file = paths.stdlib, paths.file
     statbench_host = str(build_statbench(args.out))
     host_python = os.path.realpath(sys.executable)
     host_file = "/etc/hostname" if os.path.exists("/etc/hostname") else "/etc/passwd"
-    store_file = f"{stdlib_store}/os.py"
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBSANDBOX_")}
     env.pop(NO_SECCOMP, None)
-    # "native" reaches the pack's files through as many path components as
-    # the store path has; "native, host path" through their full host path,
-    # which is what the kernel walks under fakechroot.
-    runners = [Runner("native", [], env), Runner("native, host path", [], env, absolute=True)]
+    # "native at the prefix" is the floor: the pack's programs at the store's
+    # prefix.  "native" is the host's Python, reaching the pack's files
+    # through as many path components as the store path has; "native, host
+    # path" through their full host path, which is what the kernel walks
+    # under fakechroot.
+    floor_dir = Path(tempfile.mkdtemp(prefix="nbsandbox-floor-"))
+    floor = floor_argv(root, reps, stat_n, host_file, floor_dir)
+    runners = []
+    if floor:
+        runners.append(Runner(FLOOR, floor, env))
+    else:
+        print(f"skipping {FLOOR!r}: it needs root and unshare(1); ratios read against "
+              "the host's Python", file=sys.stderr)
+    runners += [Runner("native", [], env), Runner("native, host path", [], env, absolute=True)]
     for name in ENGINES:
         engine = get_engine(name)
         probe = engine.probe()
@@ -213,51 +346,57 @@ def main(argv: list[str] | None = None) -> int:
     native_stdlib = rel + stdlib_store[len(root.prefix):]
     native_store_file = rel + store_file[len(root.prefix):]
 
-    def measure(r: Runner) -> dict[str, float]:
-        row: dict[str, float] = {}
+    def measure(r: Runner) -> Samples:
+        row: Samples = {}
+        if r.name == FLOOR:
+            return json.loads(run_out(r.prefix_argv or [], r.env))
         if r.engine is None:
             py = [host_python]
             stdlib, store_path = native_stdlib, native_store_file
             if r.absolute:
                 stdlib, store_path = str(root.path / stdlib), str(root.path / store_path)
             else:
-                row["startup_ms"] = wall([*py, "-S", "-c", "pass"], r.env, reps) * 1e3
-                row["cpu_ms"] = float(run_out([*py, "-c", CPU_SCRIPT, "3"], r.env)) * 1e3
-            meta = run_out([*py, "-c", METADATA_SCRIPT, stdlib, "3"], r.env, cwd=root.path)
-            row["metadata_ms"] = float(meta.split()[0]) * 1e3
+                row["startup_ms"] = [t * 1e3 for t in wall([*py, "-S", "-c", "pass"], r.env,
+                                                           reps)]
+                row["cpu_ms"] = seconds(run_out([*py, "-c", CPU_SCRIPT, "3"], r.env))
+            row["metadata_ms"] = seconds(run_out([*py, "-c", METADATA_SCRIPT, stdlib, "3"],
+                                                 r.env, cwd=root.path))
             out = run_out([statbench_host, str(stat_n), store_path, host_file], r.env,
                           cwd=root.path).split()
         else:
             start, senv = r.argv(root, "python3", ["-S", "-c", "pass"])
-            row["startup_ms"] = wall(start, senv, reps) * 1e3
+            row["startup_ms"] = [t * 1e3 for t in wall(start, senv, reps)]
             m_argv, m_env = r.argv(root, "python3", ["-c", METADATA_SCRIPT, stdlib_store, "3"])
-            row["metadata_ms"] = float(run_out(m_argv, m_env).split()[0]) * 1e3
+            row["metadata_ms"] = seconds(run_out(m_argv, m_env))
             c_argv, c_env = r.argv(root, "python3", ["-c", CPU_SCRIPT, "3"])
-            row["cpu_ms"] = float(run_out(c_argv, c_env)) * 1e3
+            row["cpu_ms"] = seconds(run_out(c_argv, c_env))
             s_argv, s_env = r.argv(root, "statbench", [str(stat_n), store_file, host_file])
             out = run_out(s_argv, s_env).split()
-        row["stat_store_ns"], row["stat_host_ns"] = float(out[1]), float(out[3])
+        row["stat_store_ns"], row["stat_host_ns"] = [float(out[1])], [float(out[3])]
         return row
 
     # Rounds interleave the runners so that a noisy moment hits them all;
-    # each figure is the best of the rounds.
-    results: dict[str, dict[str, float]] = {}
+    # every sample of every round is kept (medians and spreads below).
+    results: dict[str, Samples] = {}
     failed: set[str] = set()
-    for k in range(rounds):
-        for r in runners:
-            if r.name in failed:
-                continue
-            print(f"round {k + 1}/{rounds}: {r.name} ...", file=sys.stderr)
-            try:
-                row = measure(r)
-            except (RuntimeError, subprocess.CalledProcessError) as exc:
-                print(f"  {r.name} failed: {exc}", file=sys.stderr)
-                failed.add(r.name)
-                results.pop(r.name, None)
-                continue
-            best = results.setdefault(r.name, row)
-            for key, value in row.items():
-                best[key] = min(best[key], value)
+    try:
+        for k in range(rounds):
+            for r in runners:
+                if r.name in failed:
+                    continue
+                print(f"round {k + 1}/{rounds}: {r.name} ...", file=sys.stderr)
+                try:
+                    row = measure(r)
+                except (RuntimeError, subprocess.CalledProcessError, ValueError) as exc:
+                    print(f"  {r.name} failed: {exc}", file=sys.stderr)
+                    failed.add(r.name)
+                    results.pop(r.name, None)
+                    continue
+                samples = results.setdefault(r.name, {})
+                for key, values in row.items():
+                    samples.setdefault(key, []).extend(values)
+    finally:
+        floor_dir.rmdir()
 
     guix_way = debian_fakechroot_argv(root, "statbench")
     if guix_way:
@@ -267,13 +406,21 @@ def main(argv: list[str] | None = None) -> int:
         exclude = ":".join(f"/{e}" for e in sorted(os.listdir("/")) if e != top)
         fenv = {**env, "FAKECHROOT_BASE": str(root.path), "FAKECHROOT_EXCLUDE_PATH": exclude}
         try:
-            out = run_out([*guix_way, str(stat_n), store_file, host_file], fenv).split()
-            results["libfakechroot (Debian)"] = {"stat_store_ns": float(out[1]),
-                                                 "stat_host_ns": float(out[3])}
+            store_ns, host_ns = [], []
+            for _ in range(rounds):
+                out = run_out([*guix_way, str(stat_n), store_file, host_file], fenv).split()
+                store_ns.append(float(out[1]))
+                host_ns.append(float(out[3]))
+            results["libfakechroot (Debian)"] = {"stat_store_ns": store_ns,
+                                                 "stat_host_ns": host_ns}
         except RuntimeError as exc:
             print(f"  libfakechroot failed: {exc}", file=sys.stderr)
 
-    write_results(results, args.out)
+    meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    meta["rounds"], meta["startup_runs_per_round"] = rounds, reps
+    meta["stat_calls_per_run"] = stat_n
+    meta["quick"] = args.quick
+    write_results(results, meta, args.out)
     return 0
 
 
@@ -286,30 +433,76 @@ COLUMNS = [
 ]
 
 
-def table(results: dict[str, dict[str, float]]) -> str:
-    native = results.get("native", {})
+@dataclass
+class Spread:
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+
+def summarize(results: dict[str, Samples]) -> dict[str, dict[str, Spread]]:
+    return {name: {key: Spread.of(v) for key, v in row.items() if v}
+            for name, row in results.items()}
+
+
+def yardstick(results: dict[str, Samples]) -> str:
+    return FLOOR if FLOOR in results else "native"
+
+
+def num(x: float) -> str:
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def table(results: dict[str, Samples]) -> str:
+    """Medians, each with its ratio to the yardstick's median."""
+    summary = summarize(results)
+    base_name = yardstick(results)
+    base = summary.get(base_name, {})
     head = "| runner | " + " | ".join(label for _, label in COLUMNS) + " |"
     lines = [head, "|" + " --- |" * (len(COLUMNS) + 1)]
-    for name, row in results.items():
+    for name, row in summary.items():
         cells = []
         for key, _ in COLUMNS:
             if key not in row:
                 cells.append("-")
                 continue
-            cell = f"{row[key]:.1f}" if row[key] >= 10 else f"{row[key]:.2f}"
-            if name != "native" and native.get(key):
-                ratio = row[key] / native[key]
-                cell += f" ({ratio:.2f}x)"
+            cell = num(row[key].median)
+            if name != base_name and key in base:
+                cell += f" ({row[key].median / base[key].median:.2f}x)"
             cells.append(cell)
+        label = f"**{name}** (yardstick)" if name == base_name else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spread_table(results: dict[str, Samples]) -> str:
+    """min / median / max and the number of samples, per cell."""
+    head = "| runner | " + " | ".join(label for _, label in COLUMNS) + " |"
+    lines = [head, "|" + " --- |" * (len(COLUMNS) + 1)]
+    for name, row in summarize(results).items():
+        cells = [f"{num(row[k].low)} / {num(row[k].median)} / {num(row[k].high)} "
+                 f"(n={row[k].n})" if k in row else "-" for k, _ in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_results(results: dict[str, dict[str, float]], out: Path) -> None:
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+def write_results(results: dict[str, Samples], meta: dict[str, object], out: Path) -> None:
+    summary = summarize(results)
+    doc = {"machine": meta, "yardstick": yardstick(results),
+           "rows": {name: {key: {**vars(s), "samples": results[name][key]}
+                           for key, s in row.items()} for name, row in summary.items()}}
+    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     text = table(results)
-    (out / "results.md").write_text(text + "\n")
+    spreads = spread_table(results)
+    (out / "results.md").write_text(f"{text}\n\nmin / median / max (samples):\n\n{spreads}\n")
     print(text)
+    print()
+    print(spreads)
     try:
         import matplotlib
 
@@ -318,22 +511,32 @@ def write_results(results: dict[str, dict[str, float]], out: Path) -> None:
     except ImportError:
         print("matplotlib is not installed: no chart", file=sys.stderr)
         return
-    native = results.get("native", {})
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4.2 * len(COLUMNS), 4.2))
+    base_name = yardstick(results)
+    base = summary.get(base_name, {})
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4.2 * len(COLUMNS), 5.2))
     for ax, (key, label) in zip(axes, COLUMNS, strict=True):
-        names = [n for n in results if key in results[n] and native.get(key)]
-        ratios = [results[n][key] / native[key] for n in names]
-        # Bars grow from 1 (= native) to the ratio, on a log axis.
-        ax.barh(names, [r - 1 for r in ratios], left=1, color="#4c72b0")
+        names = [n for n in summary if key in summary[n] and key in base]
+        cells = [summary[n][key] for n in names]
+        ref = base[key].median if key in base else 1.0
+        ratios = [c.median / ref for c in cells]
+        # Bars grow from 1 (= the yardstick) to the median's ratio, on a log
+        # axis; the whiskers span the fastest and slowest sample.
+        lows = [r - c.low / ref for r, c in zip(ratios, cells, strict=True)]
+        highs = [c.high / ref - r for r, c in zip(ratios, cells, strict=True)]
+        ax.barh(names, [r - 1 for r in ratios], left=1, color="#4c72b0",
+                xerr=[lows, highs], error_kw={"elinewidth": 0.8, "capsize": 2})
         ax.axvline(1, color="black", linewidth=0.8)
         ax.set_xscale("log")
-        ax.set_xlim(0.5, max(2.0, max(ratios) * 2))
-        for y, (name, ratio) in enumerate(zip(names, ratios, strict=True)):
-            ax.text(max(ratio, 1) * 1.05, y, f"{results[name][key]:.3g}", va="center",
+        top = max([c.high / ref for c in cells] or [2.0])
+        ax.set_xlim(0.3, max(2.0, top * 2.5))
+        for y, (cell, ratio) in enumerate(zip(cells, ratios, strict=True)):
+            ax.text(max(cell.high / ref, ratio, 1) * 1.08, y, num(cell.median), va="center",
                     fontsize=7)
-        ax.set_title(f"{label}\n(x native, log)", fontsize=9)
+        ax.set_title(f"{label}\n(x {base_name}, log)", fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
         ax.invert_yaxis()
-    fig.suptitle("nbsandbox engines vs the native program (lower is better; labels: absolute)")
+    fig.suptitle(f"nbsandbox engines vs {base_name} (median; whiskers: min-max; "
+                 "lower is better; labels: absolute median)")
     fig.tight_layout()
     fig.savefig(out / "results.png", dpi=100)
     print(f"chart: {out / 'results.png'}", file=sys.stderr)
