@@ -40,6 +40,23 @@ def _add_root_options(p: argparse.ArgumentParser) -> None:
                    help="the store's prefix, if the root does not say (e.g. /gnu/store)")
 
 
+def add_gpu_options(p: argparse.ArgumentParser, *, sources: bool = False) -> None:
+    """``--gpu``/``--no-gpu`` (and, with ``sources``, where the driver is) for a front end."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--gpu", dest="gpu", action="store_const", const="on",
+                   help="give the program the host's GPU driver and devices (an error where "
+                        "there is none; default: when this host has a usable driver)")
+    g.add_argument("--no-gpu", dest="gpu", action="store_const", const="off",
+                   help="do not give the program the host's GPU driver")
+    if sources:
+        p.add_argument("--gpu-driver", action="append", default=[], metavar="PATH",
+                       help="a file or directory of the GPU driver's libraries the linker "
+                            "cache does not name (repeatable)")
+        p.add_argument("--gpu-device", action="append", default=[], metavar="PATTERN",
+                       help="device nodes of the GPU driver, as shell patterns, instead of "
+                            "/dev/nvidia* (repeatable)")
+
+
 def _policy(settings: dict | None = None) -> Any:
     """The effective policy of the command line: the administrator's, then
     ``nbsandbox_config.{json,py}``, then ``settings`` from the command line."""
@@ -87,6 +104,7 @@ def _register_run(sub) -> None:
     p.add_argument("--no-keep-cwd", dest="keep_cwd", action="store_false",
                    help="with --isolate-home, hide the working directory too when it is in home")
     _add_restriction_options(p)
+    add_gpu_options(p, sources=True)
     p.add_argument("--explain", action="store_true",
                    help="say on stderr which engine runs, which policy layer asked for it, "
                         "and why others were skipped")
@@ -128,7 +146,9 @@ def run_run(args: argparse.Namespace) -> int:
         raise UsageError("--no-keep-cwd only makes sense with --isolate-home")
     settings: dict[str, Any] = {}
     for name, value in (("binds", args.bind), ("ro_binds", args.ro_bind),
-                        ("hide", args.hide), ("isolate_home", args.isolate_home)):
+                        ("hide", args.hide), ("isolate_home", args.isolate_home),
+                        ("gpu", args.gpu), ("gpu_driver_paths", args.gpu_driver),
+                        ("gpu_devices", args.gpu_device)):
         if value:
             settings[name] = value
     settings.update(restriction_settings(args))
@@ -151,13 +171,22 @@ def _register_doctor(sub) -> None:
     p = sub.add_parser("doctor", help="show which engines work here and what they would pick")
     _add_root_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--gpu-driver", action="append", default=[], metavar="PATH",
+                   help="also look for the GPU driver's libraries here (repeatable)")
+    p.add_argument("--gpu-device", action="append", default=[], metavar="PATTERN",
+                   help="the GPU driver's device nodes, as shell patterns (repeatable)")
     p.set_defaults(func=run_doctor)
 
 
 def run_doctor(args: argparse.Namespace) -> int:
     from nbsandbox import doctor
 
-    policy = _policy()
+    settings: dict[str, Any] = {}
+    if args.gpu_driver:
+        settings["gpu_driver_paths"] = args.gpu_driver
+    if args.gpu_device:
+        settings["gpu_devices"] = args.gpu_device
+    policy = _policy(settings)
     root = _open_root(args, policy, required=False)
     data = doctor.report(root, policy)
     print(json.dumps(data, indent=2) if args.json else doctor.format_text(data))

@@ -14,7 +14,7 @@ import os
 import platform
 from typing import TYPE_CHECKING, Any
 
-from nbsandbox import landlock
+from nbsandbox import gpu, landlock
 from nbsandbox.engines import META, NOT_ALLOWED, all_engines, resolve
 from nbsandbox.errors import NbsandboxError
 from nbsandbox.program import host_machine, inspect_program
@@ -47,6 +47,34 @@ def host_facts() -> dict[str, Any]:
     }
 
 
+def gpu_report(engines: list[dict[str, Any]], policy: Policy | None = None) -> dict[str, Any]:
+    """The host's GPU driver (GPUs, version, files, devices, why it cannot be used) and,
+    per engine, whether it can pass the driver through here; the driver is looked for
+    where ``policy`` says too (``gpu_driver_paths``, ``gpu_devices``)."""
+    paths = policy.gpu_driver_paths if policy is not None else ()
+    devices = policy.gpu_devices if policy is not None else gpu.DEFAULT_DEVICES
+    try:
+        driver = gpu.discover(paths, devices, gpus=True)
+        data: dict[str, Any] = driver.summary()
+    except gpu.GpuError as exc:
+        data = {"usable": False, "problem": str(exc), "version": None, "gpus": [],
+                "libraries": {}, "programs": {}, "devices": [], "sources": []}
+    passthrough = {}
+    for e in engines:
+        how = gpu.PASSTHROUGH.get(e["name"], "unknown: a third-party engine")
+        if e.get("allowed") is False:
+            status = "engine not allowed"
+        elif not e["available"]:
+            status = "engine unavailable"
+        elif not data["usable"]:
+            status = "no driver"
+        else:
+            status = "yes" if e["name"] in gpu.PASSTHROUGH else "unknown"
+        passthrough[e["name"]] = {"can": status == "yes", "status": status, "how": how}
+    data["engines"] = passthrough
+    return data
+
+
 def _resolve(name: str, policy: Policy | None, program: Any = None) -> Any:
     if policy is None:
         return resolve(name, program)
@@ -70,7 +98,8 @@ def report(root: StoreRoot | None = None, policy: Policy | None = None) -> dict[
             meta[name] = {"picks": r.engine.name, "skipped": r.skipped}
         except NbsandboxError as exc:
             meta[name] = {"picks": None, "error": str(exc)}
-    data: dict[str, Any] = {"host": host_facts(), "engines": engines, "meta": meta}
+    data: dict[str, Any] = {"host": host_facts(), "engines": engines, "meta": meta,
+                            "gpu": gpu_report(engines, policy)}
     if root is not None:
         data["root"] = root_report(root, policy)
     if policy is not None:
@@ -153,6 +182,7 @@ def format_text(data: dict[str, Any]) -> str:
             out.append(f"  {name:<12} -> {m['picks']}{skipped}")
         else:
             out.append(f"  {name:<12} -> none: {m['error']}")
+    out += ["", *gpu_text(data["gpu"])]
     root = data.get("root")
     if root:
         out += ["", f"root {root['path']} (prefix {root['prefix']}, {root['items']} items"
@@ -173,6 +203,19 @@ def format_text(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def gpu_text(g: dict[str, Any]) -> list[str]:
+    if not g["usable"]:
+        out = [f"GPU: none usable: {g['problem']}"]
+    else:
+        names = ", ".join(g["gpus"]) or f"{len(g['devices'])} device node(s)"
+        out = [f"GPU: {names}; driver {g['version'] or 'version unknown'} "
+               f"({len(g['libraries'])} libraries from {' and '.join(g['sources'])}; devices "
+               f"{' '.join(g['devices'])})"]
+    for name, e in g["engines"].items():
+        out.append(f"  {name + ':':<13} {e['status']:<18} {e['how']}")
+    return out
+
+
 def format_html(data: dict[str, Any]) -> str:
     esc = html.escape
     rows = "".join(
@@ -188,8 +231,22 @@ def format_html(data: dict[str, Any]) -> str:
         for n, m in data["meta"].items()
     )
     line = policy_line(data)
+    g = data["gpu"]
+    if g["usable"]:
+        gpus = (f"<p>GPU: <b>{esc(', '.join(g['gpus']) or str(len(g['devices'])) + ' device(s)')}"
+                f"</b>; driver <code>{esc(g['version'] or 'version unknown')}</code>; devices "
+                f"<code>{esc(' '.join(g['devices']))}</code></p>")
+    else:
+        gpus = f"<p>GPU: none usable: {esc(g['problem'] or '')}</p>"
+    gpu_rows = "".join(
+        f"<tr><td><code>{esc(n)}</code></td><td>{'✔' if e['can'] else '✘'} {esc(e['status'])}</td>"
+        f"<td>{esc(e['how'])}</td></tr>"
+        for n, e in g["engines"].items()
+    )
     return (
         "<table><thead><tr><th>engine</th><th>status</th><th>detail</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table><p>meta-engines:</p><ul>{meta}</ul>"
+        f"<tbody>{rows}</tbody></table><p>meta-engines:</p><ul>{meta}</ul>{gpus}"
+        "<table><thead><tr><th>engine</th><th>GPU</th><th>how</th></tr></thead>"
+        f"<tbody>{gpu_rows}</tbody></table>"
         + (f"<p>{esc(line)}</p>" if line else "")
     )

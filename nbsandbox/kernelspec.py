@@ -86,6 +86,7 @@ def kernel_json(
     display_name: str | None = None,
     engine: str | None = None,
     isolate_home: bool = False,
+    gpu: str | None = None,
     interrupt_mode: str = "signal",
     host_python: str | None = None,
     pythonpath: Sequence[str] = (),
@@ -107,6 +108,9 @@ def kernel_json(
     if isolate_home:
         launch_opts.append("--isolate-home")
         config["isolate_home"] = True
+    if gpu:
+        launch_opts.append("--gpu" if gpu == "on" else "--no-gpu")
+        config["gpu"] = gpu
     spec: dict[str, Any] = {
         "argv": [host_python or sys.executable, "-m", "nbsandbox", "kernel", "launch",
                  *launch_opts, "--", python, "-m", "ipykernel_launcher",
@@ -132,6 +136,7 @@ def install(
     display_name: str | None = None,
     engine: str | None = None,
     isolate_home: bool = False,
+    gpu: str | None = None,
     user: bool = True,
     prefix: str | None = None,
     pythonpath: Sequence[str] = (),
@@ -139,8 +144,13 @@ def install(
     """Install a packed kernel for the root at ``root_path``; returns (name, directory)."""
     from jupyter_client.kernelspec import KernelSpecManager
 
+    request: dict[str, Any] = {}
+    if isolate_home:
+        request["isolate_home"] = True
+    if gpu:
+        request["gpu"] = gpu
     policy = KernelLauncher(config=user_config()).effective_policy(
-        {"isolate_home": True} if isolate_home else None, "nbsandbox kernel install")
+        request or None, "nbsandbox kernel install")
     if engine:
         policy.check_engine(engine, "nbsandbox kernel install --engine")
     root = policy.open_root(root_path, "nbsandbox kernel install")
@@ -152,7 +162,7 @@ def install(
     if missing:
         raise UsageError(f"--pythonpath {missing[0]} is not a directory")
     spec = kernel_json(root, display_name=display_name, engine=engine,
-                       isolate_home=isolate_home, pythonpath=pythonpath)
+                       isolate_home=isolate_home, gpu=gpu, pythonpath=pythonpath)
     resources = require_ipykernel(root) / "resources"
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "kernel.json"), "w") as f:
@@ -206,6 +216,8 @@ def packed_kernels() -> list[dict[str, Any]]:
 
 def register(subparsers: Any) -> None:
     """Add ``nbsandbox kernel install|list|launch``."""
+    from nbsandbox.cli import add_gpu_options
+
     p = subparsers.add_parser("kernel", help="packed kernels: install, list, launch",
                               description="Jupyter kernels that run from a store root.")
     sub = p.add_subparsers(dest="kernel_command", metavar="ACTION")
@@ -220,6 +232,7 @@ def register(subparsers: Any) -> None:
     i.add_argument("--engine", "-e", help="engine or meta-engine (default: the policy's)")
     i.add_argument("--isolate-home", action="store_true",
                    help="the kernel gets an empty private home")
+    add_gpu_options(i)
     i.add_argument("--pythonpath", action="append", default=[], metavar="DIR",
                    help="put host DIR on the kernel's PYTHONPATH (e.g. a source checkout of "
                         "nbsandbox when the pack lacks it, for %%load_ext nbsandbox)")
@@ -243,6 +256,7 @@ def register(subparsers: Any) -> None:
                     help=f"store root: a name or a path (default: ${ROOT_ENV})")
     la.add_argument("--engine", "-e", help="engine or meta-engine")
     la.add_argument("--isolate-home", action="store_true", help="empty private home")
+    add_gpu_options(la)
     la.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="set a variable for the kernel")
     la.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]",
@@ -257,7 +271,7 @@ def register(subparsers: Any) -> None:
 def run_kernel_install(args: argparse.Namespace) -> int:
     prefix = sys.prefix if args.sys_prefix else args.prefix
     name, dest = install(args.root, name=args.name, display_name=args.display_name,
-                         engine=args.engine, isolate_home=args.isolate_home,
+                         engine=args.engine, isolate_home=args.isolate_home, gpu=args.gpu,
                          user=prefix is None, prefix=prefix, pythonpath=args.pythonpath)
     print(f"Installed kernelspec {name} in {dest}")
     root = StoreRoot.open(args.root) if os.path.isdir(args.root) else None
@@ -293,6 +307,8 @@ def run_kernel_launch(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {}
     if args.isolate_home:
         request["isolate_home"] = True
+    if args.gpu:
+        request["gpu"] = args.gpu
     if args.bind:
         request["binds"] = args.bind
     if args.ro_bind:

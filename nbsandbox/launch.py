@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from nbsandbox.engines import Command, Resolution, requested_engine, resolve
 from nbsandbox.errors import EngineUnavailable
+from nbsandbox.gpu import GpuView
 from nbsandbox.hermetic import host_library_warning
 from nbsandbox.landlock import restrict
 from nbsandbox.plan import Bind, LaunchPlan
@@ -51,11 +52,13 @@ def make_plan(
     hide: Iterable[str] = (),
     isolate_home: bool = False,
     keep_cwd: bool = True,
+    gpu: GpuView | None = None,
 ) -> LaunchPlan:
     """A plan to run ``program`` (a store path or a profile ``bin/`` name) with ``args``.
 
     The program's environment is ``env`` (default: ours) with the root's
-    profile ``bin/`` first on ``PATH``.
+    profile ``bin/`` first on ``PATH``.  ``gpu``: the host's GPU driver to pass
+    through (:func:`nbsandbox.gpu.select`).
     """
     root.validate()
     path = root.find_program(program)
@@ -80,6 +83,7 @@ def make_plan(
         isolate_home=isolate_home,
         keep_cwd=keep_cwd,
         home=home,
+        gpu=gpu,
     )
 
 
@@ -154,7 +158,8 @@ def request(
                                 options.keep_env)
     plan = make_plan(root, program, args, env=environ, cwd=options.cwd,
                      binds=policy.bind_list(options.binds), hide=policy.hidden_paths(),
-                     isolate_home=policy.isolate_home, keep_cwd=options.keep_cwd)
+                     isolate_home=policy.isolate_home, keep_cwd=options.keep_cwd,
+                     gpu=policy.gpu_view())
     restrictions = policy.restrictions(kernel=options.kernel, cwd=plan.cwd,
                                        runtime_dirs=options.runtime_dirs)
     launch = _choose(plan, name, asked_by, policy)

@@ -84,6 +84,11 @@ _OPTIONS = [
              help="run the cell as Python in the root's interpreter, not as a shell script"),
     argument("--isolate-home", action="store_true",
              help="give the sandbox an empty private home (the working directory stays)"),
+    argument("--gpu", dest="gpu", action="store_const", const="on",
+             help="give the sandbox the host's GPU driver and devices (an error where there is "
+                  "none; default: SandboxPolicy.gpu)"),
+    argument("--no-gpu", dest="gpu", action="store_const", const="off",
+             help="do not give the sandbox the host's GPU driver"),
     argument("--env", action="append", default=[], metavar="K=V",
              help="set a variable in the sandbox (repeatable)"),
     argument("--allow-read", action="append", default=[], metavar="PATH",
@@ -253,6 +258,8 @@ class SandboxMagics(Magics, SandboxPolicy):
             request["allowed_write"] = list(args.allow_write)
         if args.no_network:
             request["network"] = False
+        if args.gpu:
+            request["gpu"] = args.gpu
         return self.effective_policy(request, _SOURCE)
 
     def _program(self, root: Any, args: Any, command: list[str] | None,

@@ -11,10 +11,14 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nbsandbox.paths import is_under
 from nbsandbox.store import StoreRoot
 from nbsandbox.view import View, ViewEntry
+
+if TYPE_CHECKING:
+    from nbsandbox.gpu import GpuView
 
 
 @dataclass(frozen=True)
@@ -76,12 +80,14 @@ class LaunchPlan:
     isolate_home: bool = False
     keep_cwd: bool = True
     home: str = field(default_factory=lambda: os.path.expanduser("~"))
+    #: The host's GPU driver, when the program gets it (see :mod:`nbsandbox.gpu`).
+    gpu: GpuView | None = None
 
     @cached_property
     def view(self) -> View:
         """What the sandbox sees where, computed once, for every engine to translate:
         the store, the private home (with the working directory kept visible in it),
-        the binds, then the hidden paths."""
+        the binds, the GPU driver, then the hidden paths."""
         root = self.root
         entries = [ViewEntry("store", root.prefix, os.fspath(root.store_dir))]
         if self.isolate_home:
@@ -92,6 +98,10 @@ class LaunchPlan:
         for bind in self.binds:
             entries.append(ViewEntry("ro-bind" if bind.read_only else "bind",
                                      os.path.normpath(bind.dest), bind.source))
+        gpu = self.gpu
+        if gpu is not None:  # the host GPU driver's files and device nodes, at their paths
+            entries += [ViewEntry("driver", p, p) for p in (*gpu.files, gpu.lib_dir, gpu.bin_dir)]
+            entries += [ViewEntry("dev", p, p) for p in gpu.devices]
         entries += [ViewEntry("hide", os.path.normpath(p)) for p in self.hide]
         return View(tuple(entries), root.prefix, os.fspath(root.store_dir))
 

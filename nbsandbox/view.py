@@ -21,7 +21,9 @@ class ViewEntry:
 
     ``kind`` is ``store`` (the root's store at its prefix, read-only), ``tmpfs``
     (an empty private directory: the isolated home), ``bind`` or ``ro-bind``
-    (host path ``source`` at ``dest``), or ``hide`` (``dest`` appears empty).
+    (host path ``source`` at ``dest``), ``hide`` (``dest`` appears empty), or, for
+    the host's GPU driver, ``driver`` (one of its files, read-only at its host
+    path) and ``dev`` (one of its device nodes, at its host path).
     """
 
     kind: str

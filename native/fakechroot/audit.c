@@ -340,9 +340,30 @@ __attribute__((visibility("default"))) unsigned int la_version(unsigned int vers
     return 1; /* LAV_CURRENT of every glibc since 2.4 accepts version 1 */
 }
 
+/* The host file for a library the program asks for by exactly one of the
+ * names in the configuration's "lib" lines (a GPU driver's user-space half,
+ * which must match the host's kernel module), or NULL.  Only the name as the
+ * program or a DT_NEEDED entry gives it (LA_SER_ORIG) is looked up: every
+ * other library, and every other candidate path, still comes from the store. */
+static char *driver_library(const char *name, unsigned int flag)
+{
+    if (flag != LA_SER_ORIG)
+        return 0;
+    for (unsigned i = 0; i < table.nlib; i++) {
+        if (pm_streq(table.lib[i].name, name))
+            return (char *)table.lib[i].host;
+    }
+    return 0;
+}
+
 __attribute__((visibility("default"))) char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
 {
-    if (!active || name[0] != '/')
+    if (!active)
+        return (char *)name;
+    char *driver = driver_library(name, flag);
+    if (driver)
+        return driver;
+    if (name[0] != '/')
         return (char *)name;
     char *out = results[next_result++ & 3];
     int r = pm_to_host(&table, name, out, PM_PATH_MAX, 0);

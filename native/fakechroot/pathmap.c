@@ -220,7 +220,7 @@ int pm_config_parse(struct pm_table *t, const char *text, size_t len)
     t->n = 0;
     t->flags = 0;
     t->audit = t->preload = 0;
-    t->nshell = t->nenv = t->nldso = 0;
+    t->nshell = t->nenv = t->nldso = t->nlib = 0;
     t->used = 0;
     if (len > PM_CONFIG_MAX)
         return -E2BIG;
@@ -340,6 +340,25 @@ int pm_config_parse(struct pm_table *t, const char *text, size_t len)
             t->ldso[t->nldso].host = v;
             t->ldso[t->nldso].features = feat;
             t->nldso++;
+        } else if (tokeq(kw, kwl, "lib")) {
+            const char *name, *host;
+            size_t nl, hl;
+            if (!next_token(text, line_end, &pos, &a, &al) ||
+                !next_token(text, line_end, &pos, &b, &bl))
+                return -EINVAL;
+            if (t->nlib >= PM_MAX_LIBS)
+                return -E2BIG;
+            if ((r = decode(t, a, al, &name, &nl)) < 0 || (r = decode(t, b, bl, &host, &hl)) < 0)
+                return r;
+            for (size_t i = 0; i < nl; i++) {
+                if (name[i] == '/')
+                    return -EINVAL;
+            }
+            if (host[0] != '/' || hl >= PM_PATH_MAX)
+                return -EINVAL;
+            t->lib[t->nlib].name = name;
+            t->lib[t->nlib].host = host;
+            t->nlib++;
         } else if (tokeq(kw, kwl, "compat")) {
             t->flags |= PM_CFG_COMPAT;
         } else {

@@ -19,6 +19,7 @@
 #define PM_MAX_SHELLS 16
 #define PM_MAX_ENV 8
 #define PM_MAX_LDSO 4
+#define PM_MAX_LIBS 64         /* host libraries resolved by name (a GPU driver's) */
 #define PM_ARENA 32768         /* decoded strings of one configuration */
 #define PM_CONFIG_MAX 65536    /* longest accepted configuration text */
 #define PM_MAX_SYMLINKS 40     /* as Linux */
@@ -53,6 +54,13 @@ struct pm_ldso {
     unsigned features;
 };
 
+/* A library name the loader resolves to a host file (a GPU driver's): only
+ * this exact name, nothing else of the host. */
+struct pm_lib {
+    const char *name; /* e.g. libcuda.so.1: no '/' */
+    const char *host; /* absolute host path */
+};
+
 struct pm_table {
     unsigned n;
     unsigned flags;
@@ -65,6 +73,8 @@ struct pm_table {
     const char *env[PM_MAX_ENV]; /* NAME=value the engine added for store programs */
     unsigned nldso;
     struct pm_ldso ldso[PM_MAX_LDSO];
+    unsigned nlib;
+    struct pm_lib lib[PM_MAX_LIBS];
     size_t used;
     char arena[PM_ARENA];
 };

@@ -63,7 +63,8 @@ class BwrapEngine(Engine):
         args = [bwrap, "--die-with-parent",
                 *view_args(mount_ops(plan, store_visible=plan.root.present_on_host())),
                 "--remount-ro", "/", "--chdir", plan.cwd, "--", *report(plan)]
-        return Command(supervise(args), dict(plan.env), self.name)
+        env = plan.gpu.library_search_env(plan.env) if plan.gpu else dict(plan.env)
+        return Command(supervise(args), env, self.name)
 
 
 def view_args(ops: list[MountOp]) -> list[str]:
@@ -86,10 +87,12 @@ def view_args(ops: list[MountOp]) -> list[str]:
         else:
             args += ["--bind", path, path]
     for op in ops:
-        if op.kind in ("store", "ro-bind"):
+        if op.kind in ("store", "ro-bind", "driver"):
             args += ["--ro-bind", op.source, op.dest]
         elif op.kind == "bind":
             args += ["--bind", op.source, op.dest]
+        elif op.kind == "dev":
+            args += ["--dev-bind", op.source, op.dest]
         elif op.kind == "tmpfs":
             args += ["--tmpfs", op.dest]
         elif op.kind == "hide":

@@ -56,6 +56,7 @@ LDSO_PRELOAD = 2  # --preload, glibc 2.30
 _MAX_INTERPRETER_DEPTH = 4  # Linux's BINPRM_MAX_RECURSION
 _CONFIG_MAX = 65536  # native/fakechroot/pathmap.h: PM_CONFIG_MAX
 _MAX_MAPS = 32  # PM_MAX_MAPS
+_MAX_LIBS = 64  # PM_MAX_LIBS
 _ldso_cache: dict[tuple[str, int, int], int] = {}
 
 
@@ -184,8 +185,11 @@ class FakechrootEngine(Engine):
         env.update(added)
 
         maps = _mappings(plan)
+        libs = plan.gpu.libraries if plan.gpu else ()
+        if plan.gpu:  # the driver's programs (nvidia-smi) last on PATH
+            env["PATH"] = plan.gpu.library_search_env({"PATH": env.get("PATH", "")})["PATH"]
         config = _config_text(maps, audit, preload, self.shells, added,
-                              [(os.fspath(ldso_host), features)], compat=self.compat)
+                              [(os.fspath(ldso_host), features)], compat=self.compat, libs=libs)
         env[ENV_PREFIX + "CONFIG"] = config
         env[ENV_PREFIX + "EXE"] = elf_sbx
         env[ENV_PREFIX + "CWD"] = plan.cwd
@@ -240,8 +244,12 @@ def _escape(text: str) -> str:
 
 def _config_text(maps: list[tuple[str, str, str]], audit: str, preload: str,
                  shells: tuple[str, ...], added: dict[str, str],
-                 ldsos: list[tuple[str, int]], *, compat: bool) -> str:
-    """NBS_FC_CONFIG: what native/fakechroot/pathmap.c's pm_config_parse reads."""
+                 ldsos: list[tuple[str, int]], *, compat: bool,
+                 libs: tuple[tuple[str, str], ...] = ()) -> str:
+    """NBS_FC_CONFIG: what native/fakechroot/pathmap.c's pm_config_parse reads.
+
+    ``libs``: (name, host path) of libraries the audit module resolves by exactly
+    that name to the host's file (the GPU driver's)."""
     lines = ["nbs-fc 1"]
     for flags, sandbox, host in maps:
         lines.append(f"map {flags or '-'} {_escape(sandbox)} {_escape(host)}")
@@ -250,10 +258,11 @@ def _config_text(maps: list[tuple[str, str, str]], audit: str, preload: str,
     lines += [f"shell {_escape(s)}" for s in shells[:16]]
     lines += [f"env {_escape(k + '=' + v)}" for k, v in added.items()]
     lines += [f"ldso {features} {_escape(path)}" for path, features in ldsos]
+    lines += [f"lib {_escape(name)} {_escape(path)}" for name, path in libs]
     if compat:
         lines.append("compat")
     text = "\n".join(lines) + "\n"
-    if len(text) > _CONFIG_MAX or len(maps) > _MAX_MAPS:
+    if len(text) > _CONFIG_MAX or len(maps) > _MAX_MAPS or len(libs) > _MAX_LIBS:
         raise EngineUnavailable(
             "the fakechroot engine's configuration is too large (too many binds or hidden "
             "paths, or paths too long); use fewer"
@@ -291,6 +300,8 @@ def _mappings(plan: LaunchPlan) -> list[tuple[str, str, str]]:
             if source == entry.dest and not read_only and not hidden_by_home:
                 continue  # already visible, and writable
             maps.append(("r" if read_only else "-", entry.dest, source))
+        # "driver" and "dev" entries (the GPU driver's) are host paths the program
+        # sees as they are; the audit module resolves the driver's library names.
         elif entry.kind == "hide":
             if os.path.isdir(entry.dest):
                 maps.append(("r", entry.dest, empty_dir()))

@@ -96,7 +96,7 @@ class ProotEngine(Engine):
         args = [proot]
         glue: list[str] = []
         for op in mount_ops(plan, store_visible=plan.root.present_on_host()):
-            if op.kind in ("store", "ro-bind", "bind"):
+            if op.kind in ("store", "ro-bind", "bind", "driver", "dev"):
                 args += ["-b", f"{op.source}:{op.dest}"]
                 top = first_missing(op.dest)
                 if top and os.geteuid() == 0 and top not in glue:
@@ -107,7 +107,7 @@ class ProotEngine(Engine):
                 empty = f"{scratch}/empty" if os.path.isdir(op.dest) else "/dev/null"
                 args += ["-b", f"{empty}:{op.dest}"]
         args += ["-w", plan.cwd]
-        env = dict(plan.env)
+        env = plan.gpu.library_search_env(plan.env) if plan.gpu else dict(plan.env)
         added = [TMP_DIR]
         env[TMP_DIR] = f"{scratch}/tmp"
         if not self.seccomp and NO_SECCOMP not in env:

@@ -34,7 +34,8 @@ def mount_denied(reason: str) -> bool:
     return denied and any(word in text for word in (
         "mount", "pivot_root", "slave", "propagation"))
 
-_OPTION = {"store": "--store", "bind": "--bind", "ro-bind": "--ro-bind"}
+_OPTION = {"store": "--store", "bind": "--bind", "ro-bind": "--ro-bind", "driver": "--ro-bind",
+           "dev": "--bind"}
 
 
 def launcher_options(ops: list[MountOp]) -> list[str]:
@@ -96,4 +97,5 @@ class UsernsEngine(Engine):
             "--argv0", plan.argv[0],
             "--", plan.program, *plan.argv[1:],
         ]
-        return Command(argv, dict(plan.env), self.name)
+        env = plan.gpu.library_search_env(plan.env) if plan.gpu else dict(plan.env)
+        return Command(argv, env, self.name)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from nbsandbox import engines
+from nbsandbox import gpu as host_gpu
 from nbsandbox.errors import PolicyError, UsageError
 from nbsandbox.paths import is_under
 from nbsandbox.policy.layers import Layer
@@ -23,7 +24,8 @@ from nbsandbox.policy.use import PolicyUse
 _ORDER = ("locked", "allowed_engines", "allow_other_roots", "allow_user_binds", "env_allow",
           "isolate_home", "interrupt_timeout", "terminate_timeout", "kill_timeout", "hide",
           "roots", "default_root", "chains", "engine", "env", "binds", "ro_binds",
-          "landlock_best_effort", "network", "restrict_kernels", "allowed_read", "allowed_write")
+          "landlock_best_effort", "network", "restrict_kernels", "allowed_read", "allowed_write",
+          "gpu", "gpu_driver_paths", "gpu_devices")
 
 
 def _fmt(value: Any) -> str:
@@ -64,6 +66,9 @@ class Policy(PolicyUse):
     network: bool = True
     restrict_kernels: bool = False
     landlock_best_effort: bool = False
+    gpu: str = "auto"
+    gpu_driver_paths: tuple[str, ...] = ()
+    gpu_devices: tuple[str, ...] = host_gpu.DEFAULT_DEVICES
     locked: frozenset[str] = frozenset()
     #: For each setting, where its value (the restriction in force) was set.
     origins: dict[str, str] = field(default_factory=dict)
@@ -272,6 +277,25 @@ class Policy(PolicyUse):
             raise self._refuse(layer, "env", {k: value[k] for k in changed},
                                f"{', '.join(changed)} is set by the administrator", limit)
         self.env.update(value)
+
+    def _set_gpu(self, layer: Layer, value: str, limit: Policy) -> None:
+        if value != "off" and limit.gpu == "off" and "gpu" in limit.origins:
+            raise self._refuse(layer, "gpu", value, "GPUs are turned off", limit)
+        self.gpu = value
+
+    def _set_gpu_driver_paths(self, layer: Layer, value: list[str], limit: Policy) -> None:
+        new = [p for p in value if p not in self.gpu_driver_paths]
+        if new and layer.kind != "administrator" and not limit.allow_user_binds:
+            raise self._refuse(layer, "gpu_driver_paths", new, "host paths may not be added",
+                               limit, "allow_user_binds")
+        self.gpu_driver_paths = (*self.gpu_driver_paths, *new)
+
+    def _set_gpu_devices(self, layer: Layer, value: list[str], limit: Policy) -> None:
+        if layer.kind != "administrator" and not limit.allow_user_binds and \
+                tuple(value) != tuple(self.gpu_devices):
+            raise self._refuse(layer, "gpu_devices", value, "host paths may not be added",
+                               limit, "allow_user_binds")
+        self.gpu_devices = tuple(value)
 
     def _set_binds(self, layer: Layer, value: list[str], limit: Policy) -> None:
         self.binds = (*self.binds, *self._new_binds(layer, "binds", value, limit))

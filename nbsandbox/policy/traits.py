@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from traitlets import Bool, Dict, Float, List, TraitError, Unicode, validate
+from traitlets import Bool, CaselessStrEnum, Dict, Float, List, TraitError, Unicode, validate
 from traitlets.config import Config, Configurable
 from traitlets.config.loader import LazyConfigValue
 
+from nbsandbox import gpu as host_gpu
 from nbsandbox.errors import PolicyError, UsageError
 from nbsandbox.policy.fold import _ORDER, SETTINGS, Policy
 from nbsandbox.policy.layers import Layer, admin_configs
@@ -182,6 +183,31 @@ class SandboxPolicy(Configurable):
         help="""When the kernel cannot enforce the Landlock restrictions (no Landlock, or an
         ABI too old for `network`), run unrestricted with a warning instead of refusing.
         A later layer may turn it off, not on, once the administrator set it False.""",
+    ).tag(config=True)
+
+    gpu = CaselessStrEnum(
+        host_gpu.MODES,
+        default_value="auto",
+        help="""Whether sandboxed programs get the host's GPU driver (its libraries, programs
+        and device nodes; nothing else of the host's libraries): "auto" when this host has
+        a usable driver, "on" (an error where there is none), or "off".  Once the
+        administrator sets "off", no later layer can turn it on.""",
+    ).tag(config=True)
+
+    gpu_driver_paths = List(
+        Unicode(),
+        help="""Files and directories that hold the GPU driver's libraries and programs where
+        the linker cache does not name them (e.g. ["/opt/nvidia/driver/lib64"]).  Paths that
+        do not exist are skipped, so one list can serve GPU and CPU nodes.  Added to those of
+        earlier layers; later layers may add only when `allow_user_binds` is on.""",
+    ).tag(config=True)
+
+    gpu_devices = List(
+        Unicode(),
+        default_value=list(host_gpu.DEFAULT_DEVICES),
+        help="""Shell patterns of the GPU driver's device nodes passed with it.  /dev/dri nodes
+        count only when the NVIDIA driver drives them.  Layers after the administrator's may
+        change it only when `allow_user_binds` is on.""",
     ).tag(config=True)
 
     locked = List(

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nbsandbox import engines
+from nbsandbox import gpu as host_gpu
 from nbsandbox.errors import PolicyError, UsageError
 from nbsandbox.paths import is_under
 
@@ -174,6 +175,13 @@ class PolicyUse:
     def hidden_paths(self) -> list[str]:
         return [os.path.normpath(os.path.abspath(os.path.expanduser(p))) for p in self.hide]
 
+    def gpu_view(self) -> Any:
+        """The host GPU driver a plan under this policy gets (``None``: none); raises
+        :class:`~nbsandbox.gpu.GpuError` when ``gpu`` is "on" and it cannot be had.
+        Called by :func:`nbsandbox.launch.request`."""
+        return host_gpu.select(self.gpu, self.gpu_driver_paths, self.gpu_devices,
+                               hidden=self.hidden_paths())
+
     def summary(self) -> dict[str, Any]:
         """What the policy allows, for ``doctor``-like displays."""
         return {
@@ -182,5 +190,6 @@ class PolicyUse:
             "roots": dict(self.roots),
             "default_root": self.default_root or None,
             "isolate_home": self.isolate_home,
+            "gpu": self.gpu,
             "origins": dict(self.origins),
         }
