@@ -127,6 +127,9 @@ def options(restrictions: Restrictions, plan: LaunchPlan, command: Command) -> l
     read += ["/"] if restrictions.read is None else restrictions.read
     write = [p for p in SYSTEM_WRITE if os.path.exists(p)]
     write += [_view(p, plan, engine) for p in restrictions.write]
+    if plan.gpu is not None:  # the host GPU driver: its files read, its device nodes opened
+        read += [*plan.gpu.files, plan.gpu.lib_dir, plan.gpu.bin_dir]
+        write += list(plan.gpu.devices)
     args: list[str] = [*loader]
     for path in dict.fromkeys(_view(p, plan, engine) for p in read):
         args += ["--allow-read", path]

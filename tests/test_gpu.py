@@ -455,3 +455,17 @@ def test_kernelspec_carries_the_gpu_setting(python_pack):
     assert spec["metadata"]["kernel_provisioner"]["config"]["gpu"] == "on"
     assert "--no-gpu" in kernel_json(python_pack, gpu="off")["argv"]
     assert "gpu" not in kernel_json(python_pack)["metadata"]["kernel_provisioner"]["config"]
+
+
+def test_driver_passes_landlock_restrictions(python_pack, fake_driver, engine, nobody_tmp,
+                                             tmp_path):
+    """With --allow-read/--allow-write, the driver's files stay readable and its device
+    nodes openable for writing (the stub's cuInit opens nvidiactl read-write)."""
+    from nbsandbox import landlock
+
+    if landlock.abi() < 1:
+        pytest.skip("Landlock is not available here")
+    out = _probe(python_pack, engine, nobody_tmp, tmp_path,
+                 ["--gpu", *fake_driver.options(), "--allow-write", str(tmp_path),
+                  "--allow-read", str(tmp_path)])
+    assert (out["init"], out["name"]) == (0, "nbsandbox stub GPU")
