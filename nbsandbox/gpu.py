@@ -209,6 +209,10 @@ def configured_libraries(paths: Iterable[str]) -> tuple[list[tuple[str, str]], l
         path = os.path.abspath(os.path.expanduser(given))
         if not os.path.lexists(path):
             continue
+        if os.path.basename(path.rstrip("/")) == "stubs" or "/stubs/" in path:
+            raise GpuError(
+                f"{path} holds the CUDA toolkit's link-time stubs, which cannot talk to a GPU; "
+                "name the driver's own directory in SandboxPolicy.gpu_driver_paths instead")
         if os.path.isdir(path):
             try:
                 names = sorted(os.listdir(path))

@@ -226,6 +226,16 @@ def test_no_driver_here():
     assert "\n" not in str(e.value)
 
 
+def test_toolkit_stubs_are_not_a_driver(fake_driver, tmp_path):
+    stubs = tmp_path / "cuda" / "lib64" / "stubs"
+    stubs.mkdir(parents=True)
+    shutil.copy(fake_driver.lib / f"libcuda.so.{VERSION}", stubs / "libcuda.so")
+    with pytest.raises(gpu.GpuError, match="link-time stubs") as e:
+        gpu.select("on", [str(stubs)], fake_driver.devices, cache="/dev/null")
+    assert "\n" not in str(e.value)
+    assert gpu.select("auto", [str(stubs)], fake_driver.devices, cache="/dev/null") is None
+
+
 def test_libraries_without_devices(fake_driver):
     driver = gpu.discover([str(fake_driver.lib)], [str(fake_driver.dev / "none*")],
                           use_linker_cache=False)
