@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -91,13 +92,16 @@ def check_paths(paths: list[str] | tuple[str, ...], setting: str, source: str) -
     return tuple(out)
 
 
-def kernel_profile(cwd: str, runtime_dirs: tuple[str, ...]) -> Restrictions:
+def kernel_profile(cwd: str, env: Mapping[str, str], home: str,
+                   runtime_dirs: tuple[str, ...]) -> Restrictions:
     """The default profile for kernels: write only to the working directory, the
-    temporary directory and Jupyter's runtime directory; read the store, those and
-    the system files a kernel needs."""
-    import tempfile
-
-    write = tuple(dict.fromkeys(p for p in (cwd, tempfile.gettempdir(), *runtime_dirs)
+    temporary directory (the kernel's ``$TMPDIR``, else ``/tmp``), Jupyter's runtime
+    directory and IPython's (``$IPYTHONDIR``, else ``~/.ipython``, if it exists: IPython
+    cannot start without it); read the store, those and the system files a kernel
+    needs."""
+    tmpdir = env.get("TMPDIR") or "/tmp"
+    ipython = env.get("IPYTHONDIR") or os.path.join(home, ".ipython")
+    write = tuple(dict.fromkeys(p for p in (cwd, tmpdir, *runtime_dirs, ipython)
                                 if os.path.isdir(p)))
     read = tuple(p for p in KERNEL_READ if os.path.exists(p))
     return Restrictions(read=read, write=write)

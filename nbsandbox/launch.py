@@ -161,6 +161,7 @@ def request(
                      isolate_home=policy.isolate_home, keep_cwd=options.keep_cwd,
                      gpu=policy.gpu_view())
     restrictions = policy.restrictions(kernel=options.kernel, cwd=plan.cwd,
+                                       env=plan.env, home=plan.home,
                                        runtime_dirs=options.runtime_dirs)
     launch = _choose(plan, name, asked_by, policy)
     launch.command = restrict(launch.command, restrictions, plan)

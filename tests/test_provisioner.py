@@ -398,3 +398,36 @@ def test_inner_command_of_our_argv_and_of_a_plain_one():
 
     plain = [sys.executable, "-m", "ipykernel_launcher", "-f", "c.json"]
     assert inner_command(plain, ["python3", "-m", "ipykernel_launcher"])[0] == "python3"
+
+
+def test_kernel_under_the_landlock_profile_writes_only_where_allowed(
+        jupyter_dirs, kernel_root, engines_for_nobody, monkeypatch):
+    from nbsandbox import landlock
+
+    _engine_or_skip(engines_for_nobody, "userns")
+    if landlock.abi() < 1:
+        pytest.skip("this kernel has no Landlock")
+    # The kernel's own temporary directory, so that the home (also under /tmp) is not in it.
+    tmpdir = jupyter_dirs.base / "tmp"
+    tmpdir.mkdir(exist_ok=True)
+    tmpdir.chmod(0o1777)
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    name = jupyter_dirs.write_spec("restricted", packed_spec(kernel_root, "userns",
+                                                             restrict_kernels=True))
+    km, kc = _start(name, str(jupyter_dirs.runtime / "kernel-restricted.json"))
+    code = ("import os, tempfile\n"
+            "def attempt(path):\n"
+            "    try:\n"
+            "        open(path, 'w').close(); return 'ok'\n"
+            "    except OSError as exc:\n"
+            "        return exc.errno\n"
+            "print(attempt(os.path.expanduser('~/landlocked')),"
+            " attempt(os.path.join(tempfile.gettempdir(), 'nbs-landlock-%d' % os.getpid())))")
+    try:
+        reply, out = _run(kc, code)
+        assert reply["status"] == "ok", out
+        assert out.split() == ["13", "ok"]
+        assert not (jupyter_dirs.home / "landlocked").exists()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

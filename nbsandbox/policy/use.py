@@ -33,18 +33,20 @@ class PolicyUse:
     # -- Landlock ----------------------------------------------------------------------------
 
     def restrictions(self, *, kernel: bool = False, cwd: str = "",
+                     env: Mapping[str, str] | None = None, home: str = "",
                      runtime_dirs: Iterable[str] = ()) -> Any:
         """The :class:`~nbsandbox.landlock.Restrictions` in force (``None``: none).
 
         For a kernel (``kernel``), ``restrict_kernels`` without allowed paths gives
         the default kernel profile, and the kernel may always read ``runtime_dirs``
-        (its connection file)."""
+        (its connection file); ``env`` and ``home`` are the kernel's."""
         from nbsandbox.landlock import Restrictions, kernel_profile
 
         runtime = tuple(os.path.abspath(d) for d in runtime_dirs)
         if self.allowed_read is None and self.allowed_write is None:
             if kernel and self.restrict_kernels:
-                profile = kernel_profile(cwd or os.getcwd(), runtime)
+                profile = kernel_profile(cwd or os.getcwd(), env or {},
+                                         home or os.path.expanduser("~"), runtime)
                 return Restrictions(read=profile.read, write=profile.write,
                                     network=self.network, best_effort=self.landlock_best_effort)
             if self.network:
