@@ -14,6 +14,7 @@ import pytest
 import unpriv
 
 from nbsandbox import landlock
+from nbsandbox.policy import ADMIN_ENV
 from nbsandbox.store import StoreRoot
 
 pytestmark = pytest.mark.skipif(landlock.abi() < landlock.NETWORK_ABI,
@@ -138,3 +139,29 @@ def test_doctor_shows_the_abi():
     proc = subprocess.run([sys.executable, "-m", "nbsandbox", "doctor"], capture_output=True,
                           text=True, timeout=120)
     assert f"Landlock: ABI {landlock.abi()}" in proc.stdout
+
+
+def test_without_landlock_refused_in_one_line_or_run_with_a_warning(python_pack, host,
+                                                                    tmp_path):
+    """A kernel without Landlock (simulated: the system call fails): the restricted run
+    is refused in one line, unless the policy says best effort."""
+    if not unpriv.seccomp_supported():
+        pytest.skip("no seccomp simulation for this machine")
+    argv = [sys.executable, "-m", "nbsandbox", "run", "--root", str(python_pack.path),
+            "--engine", "userns", "--allow-write", str(host["work"]), "--",
+            "python3", "-c", "print('ran')"]
+    env = unpriv.unprivileged_env({**os.environ, "HOME": str(host["home"])})
+    preexec = unpriv.host_preexec(deny=["landlock_create_ruleset"])
+    proc = subprocess.run(argv, cwd=host["work"], env=env, preexec_fn=preexec,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "has no Landlock" in lines[0], proc.stderr
+
+    admin = Path(unpriv.world_tmpdir(str(tmp_path))) / "nbsandbox_admin_config.json"
+    admin.write_text(json.dumps({"SandboxPolicy": {"landlock_best_effort": True}}))
+    admin.chmod(0o644)
+    proc = subprocess.run(argv, cwd=host["work"], env={**env, ADMIN_ENV: str(admin)},
+                          preexec_fn=preexec, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "ran\n", proc.stderr
+    assert "warning: running unrestricted" in proc.stderr

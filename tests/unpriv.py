@@ -138,12 +138,12 @@ _SYSCALLS: dict[str, tuple[int, dict[str, int]]] = {
     "x86_64": (0xC000003E, {
         "write": 1, "ptrace": 101, "pivot_root": 155, "mount": 165, "umount2": 166,
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
-        "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+        "fsmount": 432, "fspick": 433, "mount_setattr": 442, "landlock_create_ruleset": 444,
     }),
     "aarch64": (0xC00000B7, {
         "write": 64, "ptrace": 117, "pivot_root": 41, "mount": 40, "umount2": 39,
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
-        "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+        "fsmount": 432, "fspick": 433, "mount_setattr": 442, "landlock_create_ruleset": 444,
     }),
 }
 
