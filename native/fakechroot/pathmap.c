@@ -1026,8 +1026,14 @@ int pm_build_exec(const struct pm_exec_in *in, const char **argv, size_t argv_ca
     int ldp_seen = 0;
     for (size_t i = 0; in->envp && in->envp[i]; i++) {
         const char *v = in->envp[i];
-        if (pm_env_is_ours(v))
+        if (pm_env_is_ours(v)) {
+            /* Ours were removed from the program's environment at start: these are a
+             * nested launch's own (nbsandbox run inside the sandbox), which a plain
+             * host program -- that launch's loader -- must receive. */
+            if (in->kind == PM_EXEC_HOST)
+                envp[e++] = v;
             continue;
+        }
         if (!ldp_seen && pm_startswith(v, "LD_PRELOAD=")) {
             ldp_seen = 1;
             const char *rest = pm_preload_strip(v + 11, t->preload);

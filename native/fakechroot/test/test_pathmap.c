@@ -437,7 +437,8 @@ static void test_exec(void)
     CHECK(has(oute, "LD_PRELOAD=/lib/p.so:/x.so"));
     CHECK(has(oute, "NBS_FC_ARGV0=/gnu/store/sh/bin/sh"));
 
-    /* a host program: none of the engine's variables, not even the engine's GCONV_PATH */
+    /* a host program: none of the engine's variables, not even the engine's GCONV_PATH;
+     * NBS_FC_* that the program set itself (a nested launch's loader) pass as they are */
     in.kind = PM_EXEC_HOST;
     in.path = "/usr/bin/env";
     in.argv0 = "env";
@@ -445,7 +446,8 @@ static void test_exec(void)
     CHECK(pm_build_exec(&in, outv, 32, oute, 32, str, sizeof str) == 0);
     CHECK_STR(outv[0], "env");
     CHECK_STR(outv[1], "a1");
-    CHECK(!has_prefix(oute, "NBS_FC_") && !has_prefix(oute, "GCONV_PATH="));
+    CHECK(has(oute, "NBS_FC_CONFIG=old") && !has(oute, "NBS_FC_CONFIG=new"));
+    CHECK(!has_prefix(oute, "NBS_FC_EXE=") && !has_prefix(oute, "GCONV_PATH="));
     CHECK(has(oute, "LD_PRELOAD=/x.so") && has(oute, "HOME=/h") && has(oute, "PATH=/bin"));
 
     /* a host shell: the preload and the configuration, nothing else */
