@@ -24,7 +24,7 @@ _SOURCE = "the command line"
 
 #: Modules that add sub-commands with a ``register(subparsers)`` function.
 COMMAND_MODULES = ("nbsandbox.pack.commands", "nbsandbox.kernelspec",
-                   "nbsandbox.notebook.commands")
+                   "nbsandbox.notebook.commands", "nbsandbox.site.commands")
 
 
 class _Parser(argparse.ArgumentParser):

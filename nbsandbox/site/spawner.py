@@ -1,0 +1,99 @@
+"""A Slurm spawner for single-user servers that run from the site's pack.
+
+:class:`PackSlurmSpawner` is batchspawner's ``SlurmSpawner`` with
+
+- a short batch script: the job execs ``nbsandbox site singleuser``, which chooses the
+  engine on the node and runs the server from the pack (nothing else is needed there);
+- the job's own reason in the Hub when it ends before the server is up:
+  ``nbsandbox site singleuser`` writes a failure into the job's comment, and the
+  spawner reports it (or the job's state, e.g. a cancelled job) in one line.
+
+In ``jupyterhub_config.py``::
+
+    c.JupyterHub.spawner_class = "nbsandbox.site.spawner.PackSlurmSpawner"
+    c.PackSlurmSpawner.req_nbsandbox = "/shared/nbsandbox/bin/nbsandbox"
+    c.PackSlurmSpawner.req_site = "/shared/site"
+
+Imported only by JupyterHub (it needs ``batchspawner``).
+"""
+
+from __future__ import annotations
+
+from batchspawner import SlurmSpawner
+from batchspawner.batchspawner import format_template
+from traitlets import List, Unicode
+
+BATCH_SCRIPT = """#!/bin/bash
+#SBATCH --job-name=jupyterhub-{{username}}
+#SBATCH --chdir={{homedir}}
+#SBATCH --output={{homedir}}/.jupyterhub-slurm-%j.log
+#SBATCH --export={{keepvars}}
+{% if partition %}#SBATCH --partition={{partition}}
+{% endif %}{% if runtime %}#SBATCH --time={{runtime}}
+{% endif %}{% if memory %}#SBATCH --mem={{memory}}
+{% endif %}{% if nprocs %}#SBATCH --cpus-per-task={{nprocs}}
+{% endif %}{% if options %}#SBATCH {{options}}
+{% endif %}
+exec {{nbsandbox}} site singleuser --site {{site}} -- {{cmd}}
+"""
+
+
+class PackSlurmSpawner(SlurmSpawner):
+    """Starts each single-user server as a Slurm job that runs it from the site's pack."""
+
+    batch_script = Unicode(
+        BATCH_SCRIPT,
+        help="""Template of the job script (batchspawner's syntax: req_xyz traits as
+        {{xyz}}).  The default execs `{{nbsandbox}} site singleuser --site {{site}} --
+        {{cmd}}`, so that the job's process is the server.""",
+    ).tag(config=True)
+
+    req_nbsandbox = Unicode(
+        "nbsandbox",
+        help="""The nbsandbox command as compute nodes see it, e.g. on the shared file
+        system (/shared/nbsandbox/bin/nbsandbox).""",
+    ).tag(config=True)
+
+    req_site = Unicode(
+        "",
+        help="""The site directory (nbsandbox site install) as compute nodes see it.""",
+    ).tag(config=True)
+
+    allowed_user_options = List(
+        Unicode(),
+        ["partition"],
+        help="""Keys a user may give when starting a server (the Hub's form or REST API
+        body).  batchspawner substitutes every user option into the batch script, so any
+        other key is refused.""",
+    ).tag(config=True)
+
+    async def _job_field(self, fmt: str) -> str:
+        subvars = self.get_req_subvars()
+        subvars["job_id"] = self.job_id
+        cmd = " ".join((format_template(self.exec_prefix, **subvars),
+                        f"squeue -h -t all -j {self.job_id} -o '{fmt}'"))
+        try:
+            return (await self.run_command(cmd)).strip()
+        except Exception:  # the job is gone from the controller: nothing more to say
+            return ""
+
+    async def start(self):
+        """Submit the job and wait for the server (batchspawner's ``start``); when the job
+        ends first, raise one line with the job's reason."""
+        for key in self.user_options or {}:
+            if key not in self.allowed_user_options:
+                raise RuntimeError(f"server option {key!r} is not allowed here; allowed: "
+                                   f"{', '.join(self.allowed_user_options) or 'none'}")
+        try:
+            return await super().start()
+        except RuntimeError as exc:
+            if not self.job_id:
+                raise
+            job = self.job_id
+            comment = await self._job_field("%k")
+            state = await self._job_field("%T")
+            if comment and comment != "(null)":
+                raise RuntimeError(f"Slurm job {job} on {await self._job_field('%N')} "
+                                   f"ended: {comment}") from None
+            raise RuntimeError(f"Slurm job {job} ended before the server started "
+                               f"(state {state or 'unknown'}): {exc}") from None
