@@ -19,9 +19,16 @@ Imported only by JupyterHub (it needs ``batchspawner``).
 
 from __future__ import annotations
 
+import asyncio
+
 from batchspawner import SlurmSpawner
 from batchspawner.batchspawner import format_template
 from traitlets import List, Unicode
+
+#: Slurm job states after which no server will come (squeue's %T).
+ENDED_STATES = frozenset({"FAILED", "CANCELLED", "COMPLETED", "TIMEOUT", "NODE_FAIL",
+                          "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
+ENDED_POLL_S = 2.0
 
 BATCH_SCRIPT = """#!/bin/bash
 #SBATCH --job-name=jupyterhub-{{username}}
@@ -67,11 +74,17 @@ class PackSlurmSpawner(SlurmSpawner):
         other key is refused.""",
     ).tag(config=True)
 
+    #: The job of the last submission (batchspawner clears ``job_id`` when it fails).
+    submitted_job = ""
+
+    async def submit_batch_script(self):
+        self.submitted_job = await super().submit_batch_script()
+        return self.submitted_job
+
     async def _job_field(self, fmt: str) -> str:
         subvars = self.get_req_subvars()
-        subvars["job_id"] = self.job_id
         cmd = " ".join((format_template(self.exec_prefix, **subvars),
-                        f"squeue -h -t all -j {self.job_id} -o '{fmt}'"))
+                        f"squeue -h -t all -j {self.submitted_job} -o '{fmt}'"))
         try:
             return (await self.run_command(cmd)).strip()
         except Exception:  # the job is gone from the controller: nothing more to say
@@ -79,21 +92,36 @@ class PackSlurmSpawner(SlurmSpawner):
 
     async def start(self):
         """Submit the job and wait for the server (batchspawner's ``start``); when the job
-        ends first, raise one line with the job's reason."""
+        ends first -- also after it was seen running, where batchspawner would wait for
+        the server's port until the Hub's timeout -- raise one line with the job's reason."""
         for key in self.user_options or {}:
             if key not in self.allowed_user_options:
                 raise RuntimeError(f"server option {key!r} is not allowed here; allowed: "
                                    f"{', '.join(self.allowed_user_options) or 'none'}")
+        self.submitted_job = ""
+        starting = asyncio.ensure_future(super().start())
         try:
-            return await super().start()
+            while True:
+                done, _ = await asyncio.wait({starting}, timeout=ENDED_POLL_S)
+                if done:
+                    return starting.result()
+                if self.job_id and await self._job_field("%T") in ENDED_STATES:
+                    raise RuntimeError("the job ended")
         except RuntimeError as exc:
-            if not self.job_id:
+            if not self.submitted_job:
                 raise
-            job = self.job_id
-            comment = await self._job_field("%k")
-            state = await self._job_field("%T")
-            if comment and comment != "(null)":
-                raise RuntimeError(f"Slurm job {job} on {await self._job_field('%N')} "
-                                   f"ended: {comment}") from None
-            raise RuntimeError(f"Slurm job {job} ended before the server started "
-                               f"(state {state or 'unknown'}): {exc}") from None
+            raise RuntimeError(await self._reason(str(exc))) from None
+        finally:
+            if not starting.done():
+                starting.cancel()
+
+    async def _reason(self, detail: str) -> str:
+        """One line: the job's comment (set by ``nbsandbox site singleuser``), else its state."""
+        job = self.submitted_job
+        comment = await self._job_field("%k")
+        if comment and comment != "(null)":
+            return f"Slurm job {job} on {await self._job_field('%N')} ended: {comment}"
+        state = await self._job_field("%T")
+        first = detail.strip().splitlines()[0] if detail.strip() else "no reason given"
+        return f"Slurm job {job} ended before the server started (state {state or 'unknown'}): " \
+            f"{first}"
