@@ -18,7 +18,7 @@ from typing import Any
 
 from nbsandbox import engines
 from nbsandbox.errors import StoreError, UsageError
-from nbsandbox.kernelspec import find_package, kernel_json, root_python
+from nbsandbox.kernelspec import find_package, kernel_json
 from nbsandbox.site.layout import (
     SiteSettings,
     data_dir,
@@ -117,7 +117,7 @@ def install_site(
                          ro_binds=ro_binds, locked=locked)
     # Inside a server the store is at its prefix: kernels' own argv (for front ends
     # without provisioners) use the server root's Python.
-    python = root_python(server)
+    python = server.python()
     site.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{site.name}.", dir=site.parent))
     try:

@@ -78,7 +78,7 @@ def record_failure(message: str) -> None:
 def prepare_server(site: Path, program: str, args: Sequence[str],
                    engine: str | None = None, root_spec: str | None = None):
     """The launch of the server (a :class:`nbsandbox.launch.Launch`) and warnings to show."""
-    from nbsandbox.launch import make_plan
+    from nbsandbox.launch import make_plan, prepare
 
     settings = SiteSettings.read(site)
     os.environ[ADMIN_ENV] = str(config_dir(site))
@@ -105,7 +105,7 @@ def prepare_server(site: Path, program: str, args: Sequence[str],
     # has a store path that a nested loader cannot open.
     env.setdefault(NATIVE_ENV, os.fspath(native_dir()))
     plan = make_plan(root, program, args, env=env)
-    launch = policy.prepare(plan, engine, SOURCE)
+    launch = prepare(plan, engine, policy=policy, source=SOURCE)
     resolution = launch.resolution
     skipped = "; ".join(f"{n}: {r}" for n, r in resolution.skipped)
     reason = f"engine {resolution.engine.name} (requested {resolution.requested}" + \
