@@ -82,3 +82,31 @@ def test_hub_spawns_packed_kernels_on_slurm(cluster, tmp_path):
     assert summary["node2"]["facts"]["host"] == "node2"
     for case, message in summary["bad_inputs"].items():
         assert "\n" not in message.strip(), case
+
+
+def _example(name: str) -> str:
+    text = (TOP / "docs" / "jupyterhub-slurm.md").read_text()
+    start = text.index(f"<!-- example: {name} -->")
+    body = text[text.index("\n", text.index("```", start)) + 1:]
+    return body[:body.index("```")]
+
+
+def test_the_chapter_shows_the_configuration_the_cluster_runs():
+    """docs/jupyterhub-slurm.md's spawner settings and site install are the test
+    cluster's, with the shared directory's paths (no cluster needed)."""
+    config = (TOP / "tools" / "cluster" / "jupyterhub_config.py").read_text()
+    config = config.replace("@NBSANDBOX@", "/shared/nbsandbox/bin/nbsandbox")
+    config = config.replace("@SITE@", "/shared/site")
+    lines = {line.split("#")[0].strip() for line in config.splitlines()}
+    for line in _example("spawner-config").splitlines():
+        assert line.strip() in lines, line
+    script = (TOP / "tools" / "cluster.sh").read_text()
+    install = script[script.index("/bin/nbsandbox\" site install"):].split("\n\n")[0]
+    documented = _example("site-install").split("\n")[0:2]
+    for flag in ("--engines userns,fakechroot", "--engine performance", "--isolate-home",
+                 "--lock engine"):
+        assert flag in install and flag in " ".join(documented), flag
+    from nbsandbox.site.layout import BATCH_SCRIPT
+
+    shown = _example("batch-script").splitlines()
+    assert shown[-1] in BATCH_SCRIPT.splitlines()

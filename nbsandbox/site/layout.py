@@ -26,6 +26,22 @@ SERVER_ENGINE_ENV = "NBSANDBOX_SERVER_ENGINE"
 SETTINGS_BASENAME = "nbsandbox_site.json"
 WRITABLE_PACK_CHOICES = ("refuse", "warn")
 
+#: The batch script of :class:`nbsandbox.site.spawner.PackSlurmSpawner` (batchspawner's
+#: template syntax: its req_xyz settings as {{xyz}}).
+BATCH_SCRIPT = """#!/bin/bash
+#SBATCH --job-name=jupyterhub-{{username}}
+#SBATCH --chdir={{homedir}}
+#SBATCH --output={{homedir}}/.jupyterhub-slurm-%j.log
+#SBATCH --export={{keepvars}}
+{% if partition %}#SBATCH --partition={{partition}}
+{% endif %}{% if runtime %}#SBATCH --time={{runtime}}
+{% endif %}{% if memory %}#SBATCH --mem={{memory}}
+{% endif %}{% if nprocs %}#SBATCH --cpus-per-task={{nprocs}}
+{% endif %}{% if options %}#SBATCH {{options}}
+{% endif %}
+exec {{nbsandbox}} site singleuser --site {{site}} -- {{cmd}}
+"""
+
 
 def config_dir(site: Path) -> Path:
     return site / "etc" / "jupyter"

@@ -25,24 +25,13 @@ from batchspawner import SlurmSpawner
 from batchspawner.batchspawner import format_template
 from traitlets import List, Unicode
 
+from nbsandbox.site.layout import BATCH_SCRIPT
+
 #: Slurm job states after which no server will come (squeue's %T).
 ENDED_STATES = frozenset({"FAILED", "CANCELLED", "COMPLETED", "TIMEOUT", "NODE_FAIL",
                           "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
 ENDED_POLL_S = 2.0
 
-BATCH_SCRIPT = """#!/bin/bash
-#SBATCH --job-name=jupyterhub-{{username}}
-#SBATCH --chdir={{homedir}}
-#SBATCH --output={{homedir}}/.jupyterhub-slurm-%j.log
-#SBATCH --export={{keepvars}}
-{% if partition %}#SBATCH --partition={{partition}}
-{% endif %}{% if runtime %}#SBATCH --time={{runtime}}
-{% endif %}{% if memory %}#SBATCH --mem={{memory}}
-{% endif %}{% if nprocs %}#SBATCH --cpus-per-task={{nprocs}}
-{% endif %}{% if options %}#SBATCH {{options}}
-{% endif %}
-exec {{nbsandbox}} site singleuser --site {{site}} -- {{cmd}}
-"""
 
 
 class PackSlurmSpawner(SlurmSpawner):
