@@ -513,28 +513,35 @@ def write_results(results: dict[str, Samples], meta: dict[str, object], out: Pat
         return
     base_name = yardstick(results)
     base = summary.get(base_name, {})
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4.2 * len(COLUMNS), 5.2))
+    from matplotlib.ticker import NullFormatter
+
+    names = list(summary)
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(3.2 * len(COLUMNS) + 2.5, 6.0),
+                             sharey=True)
     for ax, (key, label) in zip(axes, COLUMNS, strict=True):
-        names = [n for n in summary if key in summary[n] and key in base]
-        cells = [summary[n][key] for n in names]
+        # Every panel has a place for every row (a row without this figure
+        # stays empty), so that the rows line up across the panels.
         ref = base[key].median if key in base else 1.0
+        ys = [y for y, n in enumerate(names) if key in summary[n] and key in base]
+        cells = [summary[names[y]][key] for y in ys]
         ratios = [c.median / ref for c in cells]
         # Bars grow from 1 (= the yardstick) to the median's ratio, on a log
         # axis; the whiskers span the fastest and slowest sample.
         lows = [r - c.low / ref for r, c in zip(ratios, cells, strict=True)]
         highs = [c.high / ref - r for r, c in zip(ratios, cells, strict=True)]
-        ax.barh(names, [r - 1 for r in ratios], left=1, color="#4c72b0",
+        ax.barh(ys, [r - 1 for r in ratios], left=1, color="#4c72b0",
                 xerr=[lows, highs], error_kw={"elinewidth": 0.8, "capsize": 2})
         ax.axvline(1, color="black", linewidth=0.8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         top = max([c.high / ref for c in cells] or [2.0])
-        ax.set_xlim(0.3, max(2.0, top * 2.5))
-        for y, (cell, ratio) in enumerate(zip(cells, ratios, strict=True)):
+        ax.set_xlim(0.3, max(10.0, top * 2.5))
+        for y, cell, ratio in zip(ys, cells, ratios, strict=True):
             ax.text(max(cell.high / ref, ratio, 1) * 1.08, y, num(cell.median), va="center",
                     fontsize=7)
         ax.set_title(f"{label}\n(x {base_name}, log)", fontsize=9)
-        ax.tick_params(axis="y", labelsize=8)
-        ax.invert_yaxis()
+    axes[0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0].invert_yaxis()
     fig.suptitle(f"nbsandbox engines vs {base_name} (median; whiskers: min-max; "
                  "lower is better; labels: absolute median)")
     fig.tight_layout()
