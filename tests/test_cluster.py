@@ -75,6 +75,11 @@ def test_hub_spawns_packed_kernels_on_slurm(cluster, tmp_path):
     check = _cluster("check", "--measure", "2", "--json", str(summary_file), timeout=900)
     print(check.stdout)
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    if check.returncode != 0:  # the cluster's logs go with down: show their ends now
+        for log in sorted(RUN.glob("home/*/.jupyterhub-slurm-*.log"))[-2:] + \
+                [RUN / "log" / "jupyterhub.log"]:
+            print(f"==> {log}\n" + "\n".join(log.read_text(errors="replace")
+                                              .splitlines()[-40:]))
     assert check.returncode == 0, f"{check.stdout[-3000:]}\n{check.stderr[-3000:]}"
     assert summary["ok"]
     assert "userns" in summary["node1"]["facts"]["server_engine"]
