@@ -76,8 +76,8 @@ def test_hub_spawns_packed_kernels_on_slurm(cluster, tmp_path):
     print(check.stdout)
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     if check.returncode != 0:  # the cluster's logs go with down: show their ends now
-        for log in sorted(RUN.glob("home/*/.jupyterhub-slurm-*.log"))[-2:] + \
-                [RUN / "log" / "jupyterhub.log"]:
+        jobs = sorted(RUN.glob("home/*/.jupyterhub-slurm-*.log"))[-2:]
+        for log in [*jobs, RUN / "log" / "jupyterhub.log"]:
             print(f"==> {log}\n" + "\n".join(log.read_text(errors="replace")
                                               .splitlines()[-40:]))
     assert check.returncode == 0, f"{check.stdout[-3000:]}\n{check.stderr[-3000:]}"
