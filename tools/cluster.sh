@@ -42,8 +42,9 @@ check_readable() {
     # Users' jobs run nbsandbox from $SHARED: every directory above it must be traversable.
     local d=$BASE
     while [[ $d != / ]]; do
-        if [[ -e $d ]] && ! [[ $(stat -c %A "$d") == d*x ]]; then
-            die "$d is not traversable by other users, so jobs cannot reach $SHARED; use a " \
+        # Others' search bit: "x", or "t" for a sticky directory such as /tmp.
+        if [[ -e $d ]] && ! [[ $(stat -c %A "$d") == d*[xt] ]]; then
+            die "$d is not traversable by other users, so jobs cannot reach $SHARED; use a" \
                 "world-readable checkout or set NBSANDBOX_CLUSTER_DIR"
         fi
         d=$(dirname "$d")
