@@ -62,7 +62,7 @@ if ((!inner)); then
     chmod 755 "$work"  # the tests run engines as 'nobody', who must read the clone
     git clone -q --no-hardlinks "$src" "$work/nbsandbox" && git -C "$work/nbsandbox" checkout -q "$head" \
         || fail "cannot clone $src into $work/nbsandbox"
-    mkdir -m 700 "$work/home"
+    mkdir -m 755 "$work/home"  # an empty home; the tests read it as nobody too
     mkdir -m 1777 "$work/tmp"
     echo "fresh_check: commit $head, clone in $work/nbsandbox; $runs run(s) of bash tools/test.sh" \
          "($( ((private_tmp)) && echo "an empty private /tmp" || echo "the host's /tmp"))" >&2
