@@ -118,21 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["HOME"] = os.environ["IPYTHONDIR"] = str(data / "home")
         _register_nobody_provisioners()
     from jupyter_client.manager import KernelManager
+    from kernel_start import kernel_specs
 
-    from nbsandbox.engines import get_engine
-    from nbsandbox.kernelspec import kernel_json
-    from nbsandbox.store import StoreRoot
-
-    root = StoreRoot.open(args.root)
-    specs = {"native": {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
-                                 "{connection_file}"],
-                        "display_name": "native", "language": "python"}}
-    for engine in args.engines.split(","):
-        probe = get_engine(engine).probe()
-        if not probe.available:
-            print(f"{engine}: skipped ({probe.reason})", file=sys.stderr)
-            continue
-        specs[engine] = kernel_json(root, engine=engine)
+    specs = kernel_specs(args.root, args.engines.split(","))
     for name, spec in specs.items():
         spec["interrupt_mode"] = "signal"
         if as_nobody:

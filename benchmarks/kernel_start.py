@@ -24,6 +24,26 @@ import time
 from pathlib import Path
 
 
+def kernel_specs(root_path: str, engines: list[str]) -> dict[str, dict]:
+    """Kernelspecs by name: "native" (this Python's own ipykernel), then the
+    packed kernel of ROOT_PATH through each of ENGINES that works here."""
+    from nbsandbox.engines import get_engine
+    from nbsandbox.kernelspec import kernel_json
+    from nbsandbox.store import StoreRoot
+
+    root = StoreRoot.open(root_path)
+    specs = {"native": {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+                                 "{connection_file}"],
+                        "display_name": "native", "language": "python"}}
+    for engine in engines:
+        probe = get_engine(engine).probe()
+        if not probe.available:
+            print(f"{engine}: skipped ({probe.reason})", file=sys.stderr)
+            continue
+        specs[engine] = kernel_json(root, engine=engine)
+    return specs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root")
@@ -35,20 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["JUPYTER_PATH"] = os.environ["JUPYTER_DATA_DIR"] = str(data)
     from jupyter_client.manager import KernelManager
 
-    from nbsandbox.engines import get_engine
-    from nbsandbox.kernelspec import kernel_json
-    from nbsandbox.store import StoreRoot
-
-    root = StoreRoot.open(args.root)
-    specs = {"native": {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
-                                 "{connection_file}"],
-                        "display_name": "native", "language": "python"}}
-    for engine in args.engines.split(","):
-        probe = get_engine(engine).probe()
-        if not probe.available:
-            print(f"{engine}: skipped ({probe.reason})", file=sys.stderr)
-            continue
-        specs[engine] = kernel_json(root, engine=engine)
+    specs = kernel_specs(args.root, args.engines.split(","))
     for name, spec in specs.items():
         (data / "kernels" / f"bench-{name}").mkdir(parents=True)
         (data / "kernels" / f"bench-{name}" / "kernel.json").write_text(json.dumps(spec))
