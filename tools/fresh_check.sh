@@ -35,9 +35,11 @@ fi
 fail() { echo "fresh_check: $*" >&2; exit 1; }
 
 leftovers() {  # the project's entries in /tmp, one a line
+    # Not counted: nbsandbox-<uid>-empty, the fakechroot engine's one shared,
+    # read-only, empty directory per user, kept on purpose (docs/fakechroot.md).
     find /tmp -mindepth 1 -maxdepth 1 \( -name 'nbsandbox-*' -o -name 'proot-*' \
         -o -name 'prooted-*' -o -name 'pytest-nbs-*' -o -name 'nbs-launch-tests-*' \) \
-        -printf '%f\n' 2>/dev/null | sort
+        -not -regex '/tmp/nbsandbox-[0-9]+-empty' -printf '%f\n' 2>/dev/null | sort
 }
 
 if ((!inner)); then
