@@ -26,75 +26,18 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
-NOBODY = 65534
-AS_NOBODY = "nbsandbox-bench-provisioner"
-NATIVE_AS_NOBODY = "nbsandbox-bench-native-provisioner"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the suite's helpers for kernels run as nobody
 
-
-def _drop() -> None:
-    """preexec_fn: become nobody (and stay dumpable, for user namespaces)."""
-    import ctypes
-
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
-    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
-
-
-def _register_nobody_provisioners() -> None:
-    """Provisioners whose kernel process runs as nobody: the real one and the local one."""
-    from jupyter_client.provisioning import KernelProvisionerFactory, LocalProvisioner
-
-    from nbsandbox.provisioner import SandboxProvisioner
-
-    class AsNobody:
-        async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-            os.chown(self.parent.connection_file, NOBODY, NOBODY)  # type: ignore[attr-defined]
-            kwargs["preexec_fn"] = _drop
-            return await super().launch_kernel(cmd, **kwargs)  # type: ignore[misc]
-
-    for name, base in ((AS_NOBODY, SandboxProvisioner), (NATIVE_AS_NOBODY, LocalProvisioner)):
-        cls = type(f"Bench{base.__name__}", (AsNobody, base), {})
-
-        class EntryPoint:
-            group = "jupyter_client.kernel_provisioners"
-
-            def __init__(self, name: str, cls: type) -> None:
-                self.name, self.value, self._cls = name, f"{__name__}:{cls.__name__}", cls
-
-            def load(self) -> type:
-                return self._cls
-
-        KernelProvisionerFactory.instance().provisioners[name] = EntryPoint(name, cls)
-
-
-def interrupt_once(km, kc) -> float:
-    """Interrupt a cell sleeping 30 s; seconds from the interrupt to its reply."""
-    msg_id = kc.execute("import time; time.sleep(30)")
-    while True:
-        msg = kc.get_iopub_msg(timeout=60)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy" and \
-                msg["parent_header"].get("msg_id") == msg_id:
-            break
-    time.sleep(0.2)  # into the sleep
-    started = time.perf_counter()
-    km.interrupt_kernel()
-    reply = kc.get_shell_msg(timeout=60)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=60)
-    elapsed = time.perf_counter() - started
-    if reply["content"].get("ename") != "KeyboardInterrupt":
-        raise RuntimeError(f"the interrupted cell replied {reply['content'].get('status')}")
-    # After an error the kernel aborts what comes in for a moment: wait it out.
-    for _ in range(50):
-        if kc.execute_interactive("pass", timeout=60)["content"]["status"] != "aborted":
-            break
-        time.sleep(0.1)
-    return elapsed
+import unpriv  # noqa: E402
+from jupyter_fixtures import (  # noqa: E402
+    NATIVE_PROVISIONER,
+    TEST_PROVISIONER,
+    interrupt_sleeping_cell,
+    register_test_provisioners,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         for sub, mode in (("runtime", 0o1777), ("home", 0o755)):
             (data / sub).mkdir(mode=mode)
             (data / sub).chmod(mode)
-        os.chown(data / "home", NOBODY, NOBODY)
+        os.chown(data / "home", unpriv.NOBODY, unpriv.NOBODY)
         os.environ["JUPYTER_RUNTIME_DIR"] = str(data / "runtime")
         os.environ["HOME"] = os.environ["IPYTHONDIR"] = str(data / "home")
-        _register_nobody_provisioners()
+        register_test_provisioners()
     from jupyter_client.manager import KernelManager
     from kernel_start import kernel_specs
 
@@ -125,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         spec["interrupt_mode"] = "signal"
         if as_nobody:
             spec.setdefault("metadata", {}).setdefault("kernel_provisioner", {})[
-                "provisioner_name"] = AS_NOBODY if name != "native" else NATIVE_AS_NOBODY
+                "provisioner_name"] = TEST_PROVISIONER if name != "native" else NATIVE_PROVISIONER
         (data / "kernels" / f"bench-{name}").mkdir(parents=True)
         (data / "kernels" / f"bench-{name}" / "kernel.json").write_text(json.dumps(spec))
 
@@ -141,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     kc.wait_for_ready(timeout=120)
                     for i in range(args.interrupts):
-                        elapsed = interrupt_once(km, kc)
+                        elapsed = interrupt_sleeping_cell(km, kc)
                         times[name].append(elapsed)
                         if i == 0:
                             first[name].append(elapsed)

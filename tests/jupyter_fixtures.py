@@ -117,6 +117,38 @@ def execute(kc: Any, code: str, timeout: float = 60.0) -> tuple[dict[str, Any], 
     return reply["content"], "".join(out)
 
 
+def interrupt_sleeping_cell(km: Any, kc: Any, timeout: float = 60.0) -> float:
+    """Interrupt a cell sleeping 30 s in the kernel of ``km``/``kc``: the seconds from
+    ``interrupt_kernel()`` to the interrupted cell's reply.  Raises RuntimeError when the
+    cell does not end in KeyboardInterrupt.  Afterwards the kernel takes requests again
+    (the requests it aborts for a moment after an error are waited out).
+
+    The one measure of interrupt latency: the tests, ``tools/soak.py`` and
+    ``benchmarks/kernel_interrupt.py`` use it."""
+    msg_id = kc.execute("import time; time.sleep(30)")
+    while True:  # until the kernel is busy with that cell
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy" and \
+                msg["parent_header"].get("msg_id") == msg_id:
+            break
+    time.sleep(0.2)  # into the sleep
+    started = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:  # e.g. wait_for_ready's replies
+        reply = kc.get_shell_msg(timeout=timeout)
+    elapsed = time.monotonic() - started
+    content = reply["content"]
+    if (content.get("status"), content.get("ename")) != ("error", "KeyboardInterrupt"):
+        raise RuntimeError(f"the interrupted cell replied {content.get('status')} "
+                           f"{content.get('ename')}")
+    for _ in range(50):
+        if kc.execute_interactive("pass", timeout=timeout)["content"]["status"] != "aborted":
+            break
+        time.sleep(0.1)
+    return elapsed
+
+
 def engines_for(env: dict[str, str] | None = None) -> dict[str, str]:
     """Engine name -> "" if it works for the unprivileged user, else why not (doctor's
     view, as that user)."""

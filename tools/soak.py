@@ -60,6 +60,7 @@ from jupyter_fixtures import (  # noqa: E402
     UnprivilegedProvisioner,
     engines_for,
     execute,
+    interrupt_sleeping_cell,
     register_provisioner,
 )
 
@@ -191,27 +192,6 @@ def _execute(kc: Any, code: str) -> tuple[str, str]:
     return reply["status"], out
 
 
-def _interrupt_sleep(km: Any, kc: Any) -> float:
-    """Interrupt a cell sleeping 30 s; seconds from the interrupt to the cell's reply."""
-    msg_id = kc.execute("import time; time.sleep(30)")
-    while True:
-        msg = kc.get_iopub_msg(timeout=TIMEOUT)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy" and \
-                msg["parent_header"].get("msg_id") == msg_id:
-            break
-    time.sleep(0.2)
-    started = time.monotonic()
-    km.interrupt_kernel()
-    reply = kc.get_shell_msg(timeout=20)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=20)
-    elapsed = time.monotonic() - started
-    if reply["content"].get("ename") != "KeyboardInterrupt":
-        raise RuntimeError(f"interrupt: reply {reply['content'].get('status')} "
-                           f"{reply['content'].get('ename')}")
-    return elapsed
-
-
 #: What a kernel cycle times, in seconds (see kernel_cycle).
 PHASES = ("start", "interrupt", "restart", "shutdown")
 
@@ -234,7 +214,7 @@ def kernel_cycle(name: str) -> dict[str, float]:
         status, out = _execute(kc, "print(6 * 7)")
         if (status, out.strip()) != ("ok", "42"):
             raise RuntimeError(f"execute: {status} {out!r}")
-        times["interrupt"] = _interrupt_sleep(km, kc)
+        times["interrupt"] = interrupt_sleeping_cell(km, kc, TIMEOUT)
         status, out = _execute(kc, "print('alive')")
         if (status, out.strip()) != ("ok", "alive"):
             raise RuntimeError(f"execute after interrupt: {status} {out!r}")
