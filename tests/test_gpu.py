@@ -201,7 +201,7 @@ def test_configured_directory_is_discovered(fake_driver):
 
 
 def test_linker_cache_is_discovered(fake_driver, tmp_path):
-    ldconfig = gpu._ldconfig()
+    ldconfig = gpu.find_ldconfig()
     if ldconfig is None:
         pytest.skip("no ldconfig")
     conf, cache = tmp_path / "ld.so.conf", tmp_path / "ld.so.cache"
@@ -307,8 +307,8 @@ def test_gpu_on_without_driver_is_one_line(python_pack, nobody_tmp, tmp_path):
     r = unpriv.run(nbs_run(python_pack, "userns", "python3", "-c", "pass",
                            options=["--gpu", "--gpu-device", "/nonexistent/nvidia*"]),
                    env=nobody_tmp, cwd=tmp_path)
-    if gpu.linker_cache():
-        pytest.skip("this host has a GPU driver in its linker cache")
+    if gpu.linker_cache() or gpu.conf_libraries():
+        pytest.skip("this host has a GPU driver in its linker cache or ld.so.conf")
     assert r.returncode != 0
     assert r.stderr.count("\n") == 1 and "no NVIDIA driver" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
