@@ -238,12 +238,15 @@ def test_empty_cache_falls_back_to_conf(fake_ldconfig, devices, tmp_path):
     text.write_text("")
     rc.write_text("1")  # "ldconfig: Can't open cache file /etc/ld.so.cache"
     conf, d = conf_tree(tmp_path)
-    fake_libs(d["nvidia64"])
+    real = fake_libs(tmp_path / f"nvidia-{VERSION}")
+    os.symlink(real.name, d["nvidia64"])  # the directory named is itself a link
     fake_libs(d["nvidia32"], other_abi())
     driver = gpu.discover([], devices, conf=str(conf), proc_version=str(tmp_path / "none"))
     assert driver.problem is None, driver.problem
     assert driver.library_version == VERSION
     assert {os.path.dirname(p) for p in driver.libraries.values()} == {str(d["nvidia64"])}
+    assert driver.files() == [str(real / f"libcuda.so.{VERSION}"),
+                              str(real / f"libnvidia-ml.so.{VERSION}")]
     assert driver.sources == [f"the directories named in {conf}"]
     # A driver in the cache wins; ld.so.conf is not read (no second, older driver).
     lib = fake_libs(tmp_path / "cached", version="999.1.2")
