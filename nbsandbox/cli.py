@@ -24,7 +24,8 @@ _SOURCE = "the command line"
 
 #: Modules that add sub-commands with a ``register(subparsers)`` function.
 COMMAND_MODULES = ("nbsandbox.pack.commands", "nbsandbox.kernelspec",
-                   "nbsandbox.notebook.commands", "nbsandbox.site.commands")
+                   "nbsandbox.notebook.commands", "nbsandbox.site.commands",
+                   "nbsandbox.report.commands")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,6 +112,11 @@ def _register_run(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print a shell command that runs what would run (with the "
                         "variables the engine sets or removes), do not run it")
+    p.add_argument("--report", metavar="FILE.json",
+                   help="record the host paths the program uses (outside the store) and "
+                        "write them to FILE.json when it ends (see 'nbsandbox report')")
+    p.add_argument("--report-ignore", action="append", default=[], metavar="PATH",
+                   help="with --report: never record beneath PATH (absolute; repeatable)")
     p.add_argument("program", metavar="PROGRAM")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
     p.set_defaults(func=run_run)
@@ -152,19 +158,49 @@ def run_run(args: argparse.Namespace) -> int:
         if value:
             settings[name] = value
     settings.update(restriction_settings(args))
+    if args.report_ignore:
+        if not args.report:
+            raise UsageError("--report-ignore only makes sense with --report")
+        settings["report_ignore"] = list(args.report_ignore)
+    if args.report is not None and not args.report:
+        raise UsageError("--report needs a file name (e.g. --report report.json)")
+    if args.report and args.dry_run:
+        raise UsageError("--report and --dry-run do not go together (nothing would run)")
     policy = _policy(settings)
     if args.engine:  # the flags first, before the root is opened
         policy.check_engine(args.engine, _SOURCE)
     root = _open_root(args, policy)
     launch = request(policy, root, args.program, program_args, engine=args.engine,
-                     source=_SOURCE, options=RequestOptions(keep_cwd=args.keep_cwd))
+                     source=_SOURCE, options=RequestOptions(keep_cwd=args.keep_cwd,
+                                                            report=args.report))
     if args.explain:
         print(launch.resolution.explain(), file=sys.stderr)
     if args.dry_run:
         print(shell_line(launch.command))
         return 0
-    exec_in_place(launch.command)
-    return 127  # not reached
+    if launch.recording is None:
+        exec_in_place(launch.command)
+        return 127  # not reached
+    return _run_recorded(launch)
+
+
+def _run_recorded(launch: Any) -> int:
+    """Run a recorded launch as a child, write its report, end as the program ended."""
+    from nbsandbox import foreground
+
+    recording = launch.recording
+    try:
+        returncode = foreground.run(launch.command)
+    except OSError as exc:
+        recording.abandon()
+        raise UsageError(f"cannot start {launch.command.path}: {exc.strerror}") from None
+    try:
+        recording.finish(returncode)
+    except OSError as exc:
+        print(f"nbsandbox: error: cannot write the report {recording.target}: {exc.strerror}",
+              file=sys.stderr)
+        return returncode if returncode > 0 else 1
+    return foreground.die_like(returncode)
 
 
 def _register_doctor(sub) -> None:

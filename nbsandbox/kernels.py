@@ -60,6 +60,7 @@ def kernel_request(
     cwd: str | None = None,
     connection_dirs: Iterable[str] = (),
     keep_env: Iterable[str] = (),
+    report: str | None = None,
 ) -> Launch:
     """The launch of the kernel command ``argv`` (its program, then its arguments) from
     ``root`` under ``policy``: :func:`~nbsandbox.launch.request` with the kernel's
@@ -68,7 +69,8 @@ def kernel_request(
     ``env`` is the kernel's environment before the policy filters it;
     ``connection_dirs`` are the directories of its connection file, bound into the
     sandbox when an isolated home would hide them; ``keep_env`` names more variables
-    that pass the allow-list (e.g. a kernelspec's own ``env``).  Called by the
+    that pass the allow-list (e.g. a kernelspec's own ``env``); ``report``: record the
+    kernel's host accesses into this file (see :class:`RequestOptions`).  Called by the
     provisioner and by ``nbsandbox kernel launch``.
     """
     if not isinstance(root, StoreRoot):
@@ -89,6 +91,7 @@ def kernel_request(
         binds=tuple(binds),
         kernel=True,
         runtime_dirs=tuple(connection_dirs),
+        report=report,
     )
     return request(policy, root, argv[0], argv[1:], engine=engine, source=source,
                    options=options)

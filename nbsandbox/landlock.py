@@ -173,7 +173,7 @@ def restrict(command: Command, restrictions: Restrictions | None, plan: LaunchPl
     for i in range(len(argv) - 1):
         if argv[i] == launcher and argv[i + 1] in ("userns", "report"):
             argv[i + 2:i + 2] = args
-            return Command(argv, command.env, command.engine, command.executable)
+            return Command(argv, command.env, command.engine, command.executable, command.fds)
     argv = [launcher, "restrict", *args, "--argv0", command.argv[0], "--", command.path,
             *command.argv[1:]]
-    return Command(argv, command.env, command.engine)
+    return Command(argv, command.env, command.engine, fds=command.fds)

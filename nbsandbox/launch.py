@@ -7,8 +7,11 @@ It checks the engine against the policy, opens the root, builds the plan
 (:func:`make_plan`, under the policy's environment filter, binds, hidden paths
 and home isolation), inspects the program once and lets
 :func:`nbsandbox.engines.resolve` choose the engine (:func:`prepare`), then has
-the launcher apply the policy's Landlock restrictions (:mod:`nbsandbox.landlock`).  The
-front end then runs the command with :func:`exec_in_place` or :func:`spawn`.
+the launcher apply the policy's Landlock restrictions (:mod:`nbsandbox.landlock`) and,
+when asked, sets the launch up to record its host accesses
+(:mod:`nbsandbox.report.recording`).  The front end then runs the command with
+:func:`exec_in_place` or :func:`spawn` (a recorded launch: :func:`spawn`, then
+``launch.recording.finish``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from nbsandbox.hermetic import host_library_warning
 from nbsandbox.landlock import restrict
 from nbsandbox.plan import Bind, LaunchPlan
 from nbsandbox.program import ProgramInfo, host_machine, inspect_program
+from nbsandbox.report.recording import Recording, check_target
+from nbsandbox.report.recording import start as start_recording
 from nbsandbox.store import StoreRoot
 
 if TYPE_CHECKING:
@@ -95,6 +100,8 @@ class Launch:
     program: ProgramInfo
     resolution: Resolution
     command: Command
+    #: Set when the request asked for an access report: finish it when the program ends.
+    recording: Recording | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,9 @@ class RequestOptions:
     #: restrictions it may read ``runtime_dirs`` (where its connection file is).
     kernel: bool = False
     runtime_dirs: tuple[str, ...] = ()
+    #: Record the host paths the program uses (docs/access.md): the report's file, or
+    #: ``""`` to keep the report in memory (``launch.recording.finish`` returns it).
+    report: str | None = None
 
 
 def request(
@@ -151,6 +161,9 @@ def request(
     :func:`exec_in_place` or :func:`spawn`.
     """
     options = options or RequestOptions()
+    target = None
+    if options.report:  # bad input first, before anything is opened
+        target = check_target(options.report, source)
     name, asked_by = policy.requested(engine, source)
     if not isinstance(root, StoreRoot):
         root = policy.open_root(root, source)
@@ -165,6 +178,8 @@ def request(
                                        runtime_dirs=options.runtime_dirs)
     launch = _choose(plan, name, asked_by, policy)
     launch.command = restrict(launch.command, restrictions, plan)
+    if options.report is not None:
+        launch.recording = start_recording(launch, target, policy.report_ignore)
     return launch
 
 
@@ -245,6 +260,9 @@ def exec_in_place(command: Command) -> None:
 
 
 def spawn(command: Command, **popen_kwargs) -> subprocess.Popen:
-    """Start the command as a child; the child behaves like the program itself."""
+    """Start the command as a child (with the descriptors it needs); the child behaves
+    like the program itself."""
+    if command.fds:
+        popen_kwargs["pass_fds"] = (*popen_kwargs.get("pass_fds", ()), *command.fds)
     return subprocess.Popen(command.argv, executable=command.executable, env=command.env,
                             **popen_kwargs)

@@ -113,6 +113,9 @@ _OPTIONS = [
                   "when the program fails, is interrupted or times out"),
     argument("--timeout", type=float, metavar="SECONDS",
              help="stop the process tree after this many seconds"),
+    argument("--report", nargs="?", const="", metavar="FILE",
+             help="show the host paths the run used (outside the store), grouped, under "
+                  "its output; with FILE (--report=FILE), also write them there as JSON"),
 ]
 
 
@@ -290,6 +293,8 @@ class SandboxMagics(Magics, SandboxPolicy):
             raise UsageError("--proc only applies to background runs (--bg)")
         if args.timeout is not None and args.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
+        if args.report is not None and args.bg:
+            raise UsageError("--report applies to runs in the foreground, not --bg")
         explicit = parse_env(args.env)
         root = policy.open_root(cellrun.redirect(args.root), _SOURCE)
         program, program_args = self._program(root, args, command)
@@ -299,7 +304,7 @@ class SandboxMagics(Magics, SandboxPolicy):
         launch = request(policy, root, program, program_args, engine=args.engine,
                          source=_SOURCE,
                          options=RequestOptions(env=env, keep_env=(*explicit, "PYTHONUNBUFFERED"),
-                                                cwd=os.getcwd()))
+                                                cwd=os.getcwd(), report=args.report))
         cellrun.publish(self.shell, root, args.root, launch.resolution)  # saved with the cell
         stdin = None
         if cell is not None:
@@ -309,11 +314,33 @@ class SandboxMagics(Magics, SandboxPolicy):
         try:
             run = SandboxedRun(launch.command, stdin=stdin, timeouts=timeouts)
         except OSError as exc:
+            if launch.recording is not None:
+                launch.recording.abandon()
             raise UsageError(f"cannot start {launch.command.path}: {exc.strerror}") from None
         if args.bg:
             self._start_bg(run, args)
             return
-        self._run_fg(run, args, launch.plan.argv)
+        try:
+            self._run_fg(run, args, launch.plan.argv)
+        finally:
+            if launch.recording is not None:
+                self._show_report(launch.recording, run.returncode)
+
+    @staticmethod
+    def _show_report(recording: Any, returncode: int | None) -> None:
+        """The access report under the cell's output (and in its file, if one was named)."""
+        from IPython.display import display
+
+        from nbsandbox.report.render import ReportView
+
+        try:
+            report = recording.finish(returncode)
+        except OSError as exc:
+            print(f"nbsandbox: cannot write the report {recording.target}: {exc.strerror}",
+                  file=sys.stderr, flush=True)
+            return
+        sys.stdout.flush()
+        display(ReportView(report))
 
     def _run_fg(self, run: SandboxedRun, args: Any, argv: list[str]) -> None:
         import time

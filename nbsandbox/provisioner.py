@@ -19,6 +19,8 @@ the same program inside the root.  Engines exec the program in place or forward
 signals and exit statuses to it, so the process jupyter_client manages (its
 process group, its signals, its exit) behaves as a plain local kernel would.
 After the kernel ends, whatever is left of its session is killed (:meth:`cleanup`).
+With ``SandboxPolicy.report_dir`` set, the kernel's host accesses are recorded
+and written to ``<report_dir>/<kernel_id>.json`` then (docs/access.md).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
     engine_used: str | None = None
     explanation: str = ""
     _sid: int | None = None
+    _recording: Any = None
 
     def __init__(self, **kwargs: Any) -> None:
         """Called by jupyter_client's provisioner factory with the kernel.json config as
@@ -124,14 +127,22 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
         policy = self.effective_policy(self._requested, source)
         spec_argv = list(self.kernel_spec.argv) if self.kernel_spec else []
         connection_file = getattr(self.parent, "connection_file", "")
+        report = None
+        if policy.report_dir:
+            report = os.path.join(policy.report_dir, f"{self.kernel_id or 'kernel'}.json")
+        self._finish_report(None)  # a restart: the report of the run before
         launch = kernel_request(
             policy, self.root or None, inner_command(kwargs["cmd"], spec_argv),
             env=kwargs["env"], engine=self._requested.get("engine"), source=source,
             cwd=kwargs.get("cwd") or os.getcwd(),
             connection_dirs=[os.path.dirname(os.path.abspath(connection_file))]
             if connection_file else [],
-            keep_env=list(self.kernel_spec.env) if self.kernel_spec else [])
+            keep_env=list(self.kernel_spec.env) if self.kernel_spec else [],
+            report=report)
         command = launch.command
+        self._recording = launch.recording
+        if command.fds:
+            kwargs["pass_fds"] = command.fds
         kwargs["cmd"] = command.argv
         kwargs["env"] = command.env
         if command.executable:
@@ -166,7 +177,21 @@ class SandboxProvisioner(LocalProvisioner, SandboxPolicy):  # type: ignore[misc]
             self.log.debug("nbsandbox: killing what is left of kernel session %s", self._sid)
             signal_session(self._sid, signal.SIGKILL)
         self._sid = None
+        process = getattr(self, "process", None)
+        self._finish_report(process.poll() if process is not None else None)
         await super().cleanup(restart=restart)
+
+    def _finish_report(self, returncode: int | None) -> None:
+        """Write the access report of the kernel that ended (``SandboxPolicy.report_dir``)."""
+        recording, self._recording = self._recording, None
+        if recording is None:
+            return
+        try:
+            recording.finish(returncode)
+            self.log.info("nbsandbox: %s: access report in %s", self._label, recording.target)
+        except OSError as exc:
+            self.log.error("nbsandbox: %s: cannot write the access report %s: %s",
+                           self._label, recording.target, exc.strerror)
 
     def resolve_path(self, path_str: str) -> str | None:
         """A path of the kernel's view, as a host path (``None`` if the kernel sees no

@@ -43,13 +43,15 @@ class Command:
 
     ``argv[0]`` is an absolute path to execute, unless ``executable`` is set,
     in which case ``argv[0]`` is only the name the program is given.  ``env``
-    is the complete environment.
+    is the complete environment.  ``fds``: descriptors besides stdin, stdout
+    and stderr that the process must inherit (e.g. the access report's).
     """
 
     argv: list[str]
     env: dict[str, str]
     engine: str = ""
     executable: str | None = None
+    fds: tuple[int, ...] = ()
 
     @property
     def path(self) -> str:

@@ -8,6 +8,7 @@ setting and the file that forbids it.
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -25,7 +26,7 @@ _ORDER = ("locked", "allowed_engines", "allow_other_roots", "allow_user_binds", 
           "isolate_home", "interrupt_timeout", "terminate_timeout", "kill_timeout", "hide",
           "roots", "default_root", "chains", "engine", "env", "binds", "ro_binds",
           "landlock_best_effort", "network", "restrict_kernels", "allowed_read", "allowed_write",
-          "gpu", "gpu_driver_paths", "gpu_devices")
+          "gpu", "gpu_driver_paths", "gpu_devices", "report_dir", "report_ignore")
 
 
 def _fmt(value: Any) -> str:
@@ -69,6 +70,8 @@ class Policy(PolicyUse):
     gpu: str = "auto"
     gpu_driver_paths: tuple[str, ...] = ()
     gpu_devices: tuple[str, ...] = host_gpu.DEFAULT_DEVICES
+    report_dir: str = ""
+    report_ignore: tuple[str, ...] = ()
     locked: frozenset[str] = frozenset()
     #: For each setting, where its value (the restriction in force) was set.
     origins: dict[str, str] = field(default_factory=dict)
@@ -296,6 +299,25 @@ class Policy(PolicyUse):
             raise self._refuse(layer, "gpu_devices", value, "host paths may not be added",
                                limit, "allow_user_binds")
         self.gpu_devices = tuple(value)
+
+    def _set_report_dir(self, layer: Layer, value: str, limit: Policy) -> None:
+        if "report_dir" in limit.origins and limit.report_dir and value != limit.report_dir:
+            raise self._refuse(layer, "report_dir", value,
+                               f"kernels' reports go to {limit.report_dir}", limit)
+        if value:
+            path = os.path.expanduser(value)
+            if not os.path.isabs(path):
+                raise UsageError(f"{layer.source}: report_dir {value!r} is relative; give an "
+                                 "absolute path")
+            value = os.path.normpath(path)
+        self.report_dir = value
+
+    def _set_report_ignore(self, layer: Layer, value: list[str], limit: Policy) -> None:
+        from nbsandbox.report.recording import check_ignore
+
+        paths = check_ignore(value, layer.source)
+        self.report_ignore = (*self.report_ignore, *(p for p in paths
+                                                     if p not in self.report_ignore))
 
     def _set_binds(self, layer: Layer, value: list[str], limit: Policy) -> None:
         self.binds = (*self.binds, *self._new_binds(layer, "binds", value, limit))

@@ -185,6 +185,21 @@ class SandboxPolicy(Configurable):
         A later layer may turn it off, not on, once the administrator set it False.""",
     ).tag(config=True)
 
+    report_dir = Unicode(
+        "",
+        help="""Access reports of kernels: a directory (absolute, existing, writable) where each
+        kernel started by the provisioner writes <kernel_id>.json, the host paths it used
+        (docs/access.md), when it shuts down.  Empty (the default): no reports.  Once the
+        administrator sets it, later layers cannot change or unset it.""",
+    ).tag(config=True)
+
+    report_ignore = List(
+        Unicode(),
+        help="""Access reports: absolute path prefixes never recorded (besides the store and
+        nbsandbox's own files), e.g. ["/usr/share/zoneinfo"].  Added to those of earlier
+        layers.""",
+    ).tag(config=True)
+
     gpu = CaselessStrEnum(
         host_gpu.MODES,
         default_value="auto",
