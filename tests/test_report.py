@@ -21,6 +21,9 @@ from nbsandbox.report.aggregate import aggregate
 from nbsandbox.report.groups import Places, group_of
 from nbsandbox.report.records import CUT_MARK, parse_line, parse_lines, unescape
 
+pytest.register_assert_rewrite("jupyter_fixtures")
+pytest_plugins = ("jupyter_fixtures",)
+
 
 def _native_has(name: str, marker: bytes) -> bool:
     try:
@@ -375,3 +378,44 @@ def test_static_program_accesses_are_recorded(python_pack, host, tmp_path):
     seen = by_key(report)
     assert ("/etc/hostname", "open") in seen and "seccomp" in report["run"]["mechanisms"]
     assert seen[("/nonexistent-static", "stat")]["failed"] == {"ENOENT": 1}
+
+
+# -- the magic -------------------------------------------------------------------------------
+
+
+def test_magic_shows_the_grouped_report_under_the_output(shell_root, tmp_path, monkeypatch):
+    import ipython_shell
+    from IPython.utils.capture import capture_output
+
+    from nbsandbox.engines import get_engine
+
+    if not get_engine("userns").probe().available:
+        pytest.skip("userns does not work here")
+    monkeypatch.setattr("nbsandbox.policy.layers.system_config_dirs",
+                        lambda: [str(tmp_path / "etc")])
+    monkeypatch.delenv("NBSANDBOX_ENGINE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    ip = ipython_shell.shell()
+    ip.run_line_magic("load_ext", "nbsandbox")
+    target = tmp_path / "cell.json"
+    try:
+        with capture_output() as captured:
+            ip.run_cell_magic("sandbox", f"userns --root {shell_root.path} --report={target}",
+                              "cat /etc/hostname >/dev/null; echo done >written; echo hi")
+    finally:
+        ip.run_line_magic("unload_ext", "nbsandbox")
+    assert captured.stdout == "hi\n"
+    shown = [o.data for o in captured.outputs]
+    assert len(shown) == 1 and "access report: bash under userns, exit status 0" in \
+        shown[0]["text/plain"] and "<table>" in shown[0]["text/html"]
+    report = document.load(str(target))
+    if RECORDERS:
+        assert "/etc/hostname" in shown[0]["text/plain"]
+        assert by_key(report)[(str(tmp_path / "written"), "write")]["group"] == "cwd"
+    with pytest.raises(Exception, match="not --bg"):
+        ip.run_line_magic("load_ext", "nbsandbox")
+        try:
+            ip.run_cell_magic("sandbox", f"userns --root {shell_root.path} --bg --report",
+                              "true")
+        finally:
+            ip.run_line_magic("unload_ext", "nbsandbox")

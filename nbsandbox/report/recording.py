@@ -40,6 +40,8 @@ SKIP_VAR = "NBSANDBOX_REPORT_SKIP"
 SECCOMP_OPTION = "--report-seccomp"
 #: Launcher steps that take options before the program (as for Landlock).
 LAUNCHER_STEPS = ("userns", "report", "restrict")
+#: PRoot's switch for its seccomp acceleration.
+PROOT_NO_SECCOMP = "PROOT_NO_SECCOMP"
 #: Engines whose dynamic programs already load the recorders.
 PRELOADED_ENGINES = ("fakechroot",)
 
@@ -163,9 +165,14 @@ def _open_raw(target: str | None) -> tuple[str, int, str | None]:
 
 def skip_prefixes(launch: Launch, ignore: Iterable[str]) -> list[str]:
     """What the recorders never record: the store (at its prefix, then where it is on
-    the host), nbsandbox's native components, then ``ignore``."""
+    the host), nbsandbox's native components, PRoot's scratch directory, then
+    ``ignore``."""
     view = launch.plan.view
-    prefixes = [view.prefix, view.store_dir, str(native_dir()), *ignore]
+    prefixes = [view.prefix, view.store_dir, str(native_dir())]
+    scratch = launch.command.env.get("PROOT_TMP_DIR")
+    if scratch:  # PRoot's loader, which it executes in place of each program
+        prefixes.append(scratch)
+    prefixes += ignore
     return list(dict.fromkeys(os.path.normpath(p) for p in prefixes))
 
 
@@ -181,13 +188,22 @@ def _tool_programs(command: Command) -> tuple[str, ...]:
 
 
 def _with_seccomp(command: Command) -> Command:
-    """``command`` with the launcher step recording system calls (for a static program)."""
+    """``command`` with the launcher step recording system calls (for a static program).
+
+    PRoot must then run without its own seccomp acceleration, whose verdicts the
+    recording filter's would override (PRoot would not translate those calls); the
+    program does not see the variable."""
     launcher = str(native_path("nbs-launch"))
     argv = list(command.argv)
+    env = command.env
     for i in range(len(argv) - 1):
         if argv[i] == launcher and argv[i + 1] in LAUNCHER_STEPS:
-            argv.insert(i + 2, SECCOMP_OPTION)
-            return Command(argv, command.env, command.engine, command.executable, command.fds)
+            options = [SECCOMP_OPTION]
+            if command.engine == "proot" and PROOT_NO_SECCOMP not in env:
+                env = {**env, PROOT_NO_SECCOMP: "1"}
+                options += ["--unsetenv", PROOT_NO_SECCOMP]
+            argv[i + 2:i + 2] = options
+            return Command(argv, env, command.engine, command.executable, command.fds)
     argv = [launcher, "restrict", SECCOMP_OPTION, "--argv0", command.argv[0], "--",
             command.path, *command.argv[1:]]
     return Command(argv, command.env, command.engine, None, command.fds)
