@@ -19,7 +19,9 @@ and ``nbsandbox run --engine <engine>`` (Python start-up included).
 
 Each engine also runs under Landlock restrictions (``ENGINE + landlock``:
 writes only to the temporary directory, no TCP), beside the same run without
-them, when the kernel has Landlock ABI 4 or later.
+them, when the kernel has Landlock ABI 4 or later, and with its host accesses
+recorded for an access report (``ENGINE + report``: the stat loop's host file
+is recorded on every call; the store's never is).
 
 The floor every ratio reads against is ``native at the prefix``: the pack's
 own programs run natively at the store's prefix (its store bind-mounted there
@@ -57,6 +59,8 @@ from nbsandbox import landlock  # noqa: E402
 from nbsandbox.engines import get_engine  # noqa: E402
 from nbsandbox.engines.proot import NO_SECCOMP  # noqa: E402
 from nbsandbox.launch import make_plan, prepare  # noqa: E402
+from nbsandbox.report.recording import Recording  # noqa: E402
+from nbsandbox.report.recording import start as start_recording  # noqa: E402
 from nbsandbox.store import StoreRoot  # noqa: E402
 
 ENGINES = ("userns", "fakechroot", "bwrap", "proot")
@@ -100,6 +104,8 @@ class Runner:
     absolute: bool = False  # native only: reach the files by their absolute host paths
     wrapper: bool = False  # the pack's own bin/ program, with NBSANDBOX_ENGINE=engine
     restrictions: landlock.Restrictions | None = None
+    report: bool = False  # record host accesses (the raw records are dropped)
+    recording: Recording | None = None
 
     def argv(self, root: StoreRoot, program: str, args: list[str]) -> tuple[list[str], dict]:
         if self.wrapper:
@@ -107,14 +113,25 @@ class Runner:
         if self.prefix_argv is not None:
             return [*self.prefix_argv, program, *args], self.env
         plan = make_plan(root, program, args, env=self.env)
-        cmd = landlock.restrict(prepare(plan, self.engine).command, self.restrictions, plan)
+        launch = prepare(plan, self.engine)
+        launch.command = landlock.restrict(launch.command, self.restrictions, plan)
+        if self.report:
+            self.drop_recording()  # the previous command has ended
+            self.recording = start_recording(launch, None)
+        cmd = launch.command
         if cmd.executable:
             return [cmd.executable, *cmd.argv[1:]], cmd.env
         return cmd.argv, cmd.env
 
+    def drop_recording(self) -> None:
+        if self.recording is not None:
+            self.recording.abandon()
+            self.recording = None
+
 
 def run_out(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, cwd=cwd)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, cwd=cwd,
+                          close_fds=False)  # the access report's descriptor is inheritable
     if proc.returncode != 0:
         tail = proc.stderr.strip()[-300:]
         raise RuntimeError(f"{argv[:3]}... failed ({proc.returncode}): {tail}")
@@ -127,7 +144,7 @@ def wall(argv: list[str], env: dict[str, str], repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True, close_fds=False)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -337,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             confined = landlock.Restrictions(write=(tempfile.gettempdir(),), network=False)
             runners.append(Runner(f"{name} + landlock", None, env, engine=name,
                                   restrictions=confined))
+        runners.append(Runner(f"{name} + report", None, env, engine=name, report=True))
         if name == "proot" and engine.seccomp:  # type: ignore[attr-defined]
             runners.append(Runner("proot (no seccomp)", None, {**env, NO_SECCOMP: "1"},
                                   engine=name))
@@ -397,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
                     samples.setdefault(key, []).extend(values)
     finally:
         floor_dir.rmdir()
+        for r in runners:
+            r.drop_recording()
 
     guix_way = debian_fakechroot_argv(root, "statbench")
     if guix_way:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -275,7 +276,6 @@ def test_report_names_the_host_paths_and_no_store_path(python_pack, engine, host
     assert sorted(p.name for p in host["work"].iterdir()) == ["report.json", "written"]
 
 
-@needs_recorders
 def test_exit_status_and_signal_pass_through(python_pack, host):
     target = host["work"] / "r.json"
     proc = nbsandbox(host, "run", "--root", str(python_pack.path), "--engine", "userns",
@@ -286,6 +286,24 @@ def test_exit_status_and_signal_pass_through(python_pack, host):
                      "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")
     assert proc.returncode == -15, proc.stderr
     assert document.load(str(target))["run"]["exit"]["signal"] == "SIGTERM"
+
+
+def test_signals_sent_to_nbsandbox_reach_the_program(python_pack, host):
+    target = host["work"] / "r.json"
+    argv = [sys.executable, "-m", "nbsandbox", "run", "--root", str(python_pack.path),
+            "--engine", "userns", "--report", str(target), "--", "python3", "-c",
+            "import signal, sys, time\n"
+            "signal.signal(signal.SIGUSR1, lambda *a: (print('usr1', flush=True), sys.exit(5)))\n"
+            "print('ready', flush=True)\ntime.sleep(60)"]
+    proc = unpriv.popen(argv, cwd=host["work"], env={**os.environ, "HOME": str(host["home"])},
+                        stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=60) == 5 and proc.stdout.read() == "usr1\n"
+    finally:
+        proc.kill()
+    assert document.load(str(target))["run"]["exit"]["status"] == 5
 
 
 @pytest.mark.parametrize("options, message", [
