@@ -145,6 +145,16 @@ int cmd_report(int argc, char **argv)
         pargv[0] = (char *)argv0;
 
     descendants_adopt();
+    /* The supervisor signals the child as soon as "P" names it, maybe before
+     * the child has given the program its dispositions back: a signal caught
+     * by our handler or ignored then would be lost.  Every signal stays
+     * blocked in the child until the dispositions are the program's, and is
+     * delivered then (a SIGTERM before the program started ends it, as it
+     * would have ended the program). */
+    sigset_t all, mask;
+    sigfillset(&all);
+    if (sigprocmask(SIG_BLOCK, &all, &mask) != 0)
+        die_err(errno, NULL, "sigprocmask");
     pid_t me = getpid();
     pid_t child = fork();
     if (child < 0)
@@ -159,6 +169,7 @@ int cmd_report(int argc, char **argv)
             (void)sigaction(quiet[k], &saved[k], NULL);
         (void)sigaction(SIGCHLD, &saved_chld, NULL);
         (void)sigaction(SIGTERM, &saved_term, NULL);
+        (void)sigprocmask(SIG_SETMASK, &mask, NULL);
         /* EINVAL: no seccomp filters in this kernel, and so no PRoot
          * acceleration either; the calls then escape as before. */
         if (deny_untranslated && seccomp_deny_untranslated() != 0 && errno != EINVAL)
@@ -167,6 +178,7 @@ int cmd_report(int argc, char **argv)
         landlock_apply(&restrictions);
         _exit(exec_program(program, pargv));
     }
+    (void)sigprocmask(SIG_SETMASK, &mask, NULL);
     /* Both sides set the group, so that it exists when "P" arrives.  EACCES:
      * the child has already exec'd (and so set it itself). */
     (void)setpgid(child, child);
