@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import pty
+import secrets
 import select
 import shutil
 import signal
@@ -342,7 +343,9 @@ def supervised(launcher: str, store: Path, wrapper: str, script: str,
                tmpdir: Path | None = None, prefix: str = "/gnu/store",
                report_options: tuple[str, ...] = ()) -> list[str]:
     """The store at PREFIX, whose parent need not exist on the host: bubblewrap
-    gets the view the bwrap engine builds (on its own tmpfs, nothing made on the host)."""
+    gets the view the bwrap engine builds (on its own tmpfs, nothing made on the host).
+    PRoot always gets a scratch directory and the janitor, as the proot engine gives
+    it (TMPDIR, default: a new one in /tmp), so that no run leaves PRoot's files behind."""
     report = [launcher, "report", "--fd", "@NBS_STATUS_FD@", *report_options, "--", *sh(script)]
     if wrapper == "proot":
         tool = ["proot", "-b", f"{store}:{prefix}", *report]
@@ -350,6 +353,8 @@ def supervised(launcher: str, store: Path, wrapper: str, script: str,
         view = view_args([MountOp("store", prefix, str(store))])
         tool = ["bwrap", "--die-with-parent", *view, "--", *report]
     sup = [launcher, "supervise"]
+    if tmpdir is None and wrapper == "proot":
+        tmpdir = Path(f"/tmp/nbsandbox-test-{secrets.token_hex(6)}")
     if tmpdir is not None:
         sup += ["--tmpdir", str(tmpdir)]
         if wrapper == "proot":  # where PRoot releases without PROOT_TMP_DIR put files
