@@ -511,3 +511,22 @@ def test_explicit_unknown_engine_is_a_usage_error(tools_root, workdir):
     r = run(nbs(tools_root, "turbo", "hello"), cwd=workdir)
     assert r.returncode == 2
     assert r.stderr.startswith("nbsandbox: error: unknown engine 'turbo'")
+
+
+def test_proot_leftovers_of_one_process_are_removed_and_no_others():
+    from nbsandbox.engines.proot import remove_leftovers
+
+    pid = 4_000_000 + os.getpid() % 100_000  # above pid_max: no live PRoot has it
+    mine = [Path(f"/tmp/proot-{pid}-abc"), Path(f"/tmp/prooted-{pid}-def")]
+    other = [Path(f"/tmp/proot-{pid}0-abc"), Path(f"/tmp/prooted-{pid + 1}-def")]
+    try:
+        mine[0].mkdir()
+        (mine[0] / "glue").mkdir()
+        for path in (mine[1], *other):
+            path.write_text("x")
+        remove_leftovers(pid)
+        assert [p.exists() for p in mine] == [False, False]
+        assert [p.exists() for p in other] == [True, True]
+    finally:
+        for path in other:
+            path.unlink(missing_ok=True)

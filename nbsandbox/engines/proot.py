@@ -9,6 +9,7 @@ PRoot stays the program's parent and mishandles signals and exit statuses
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -27,6 +28,28 @@ TMP_DIR = "PROOT_TMP_DIR"
 
 def find_proot() -> str | None:
     return os.environ.get("NBSANDBOX_PROOT") or shutil.which("proot")
+
+
+#: Where releases of PRoot without PROOT_TMP_DIR (Debian's 5.1) put their loader
+#: (``prooted-<pid>-*``) and the directories that glue a binding to a missing path
+#: (``proot-<pid>-*``), whatever TMPDIR says; they stay there when PRoot is killed.
+LEFTOVERS = ("/tmp/prooted-", "/tmp/proot-")
+
+
+def remove_leftovers(pid: int) -> None:
+    """Remove what the PRoot process ``pid`` (ended) left in /tmp (see LEFTOVERS)."""
+    for prefix in LEFTOVERS:
+        directory, base = os.path.split(prefix)
+        start = f"{base}{pid}-"
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(directory):
+                if not entry.name.startswith(start):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
 
 def first_missing(path: str) -> str | None:
@@ -56,7 +79,17 @@ class ProotEngine(Engine):
         # (Not `test -x`: older PRoot releases do not translate faccessat2.)
         argv = [proot, "-b", f"{native_dir()}:{PROBE_PREFIX}", "/bin/sh", "-c",
                 f"cat {PROBE_PREFIX}/nbs-launch >/dev/null && echo nbsandbox-probe-ok"]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=20, env=env)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        finally:
+            remove_leftovers(proc.pid)
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def _probe(self) -> Probe:
         proot = find_proot()
@@ -114,11 +147,9 @@ class ProotEngine(Engine):
             env[NO_SECCOMP] = "1"
             added.append(NO_SECCOMP)
         args += report(plan, unset=tuple(added), deny_untranslated=True)
-        # Releases of PRoot without PROOT_TMP_DIR (Debian's 5.1) put their
-        # loader (prooted-<pid>-*) and the directories that glue a binding to
-        # a missing path (proot-<pid>-*) in /tmp, whatever TMPDIR says, and
-        # leave them there when killed: the supervisor's janitor removes them.
-        leftovers = ("/tmp/prooted-", "/tmp/proot-")
+        # PRoot's files in /tmp (LEFTOVERS) stay there when it is killed: the
+        # supervisor's janitor removes them.
+        leftovers = LEFTOVERS
         # Run by root, PRoot makes the missing directories above a binding's
         # destination in the host's own tree (e.g. /gnu for /gnu/store, mode
         # 000) for the time of the run, and leaves them when killed.
