@@ -59,7 +59,7 @@ TARGETS: list[Target] = [
     Target(
         "nbs-audit",
         "shared",
-        ("fakechroot/audit.c", "fakechroot/pathmap.c"),
+        ("fakechroot/audit.c", "fakechroot/pathmap.c", "fakechroot/record.c"),
         cflags=("-U_FORTIFY_SOURCE", "-fno-stack-protector", "-fvisibility=hidden",
                 "-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns"),
         ldflags=("-nostdlib", "-Wl,-z,defs", "-Wl,-z,noexecstack", "-fno-sanitize=all"),
@@ -68,7 +68,8 @@ TARGETS: list[Target] = [
         "nbs-preload",
         "shared",
         ("fakechroot/preload.c", "fakechroot/preload_fs.c", "fakechroot/preload_exec.c",
-         "fakechroot/nextsym.c", "fakechroot/pathmap.c", "common/execpath.c"),
+         "fakechroot/preload_report.c", "fakechroot/record.c", "fakechroot/nextsym.c",
+         "fakechroot/pathmap.c", "common/execpath.c"),
         cflags=("-U_FORTIFY_SOURCE", "-fno-stack-protector", "-fvisibility=hidden",
                 "-fno-plt", "-DPM_USE_LIBC"),
         # libc.so.6 is its only dependency: no libdl (see fakechroot/nextsym.h).

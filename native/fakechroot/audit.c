@@ -24,12 +24,19 @@
  * configuration is read from the process's initial environment
  * (/proc/self/environ) because ld.so gives audit modules no other channel;
  * the preload library removes the variable from `environ` afterwards.
+ *
+ * It is also the recorder of mechanism `audit` of the access report (issue
+ * #12, record.h): with NBSANDBOX_REPORT_FD set it records every object the
+ * loader opens and every absolute candidate it is asked about, outside the
+ * NBSANDBOX_REPORT_SKIP prefixes.  Without the engine's configuration
+ * (LD_AUDIT under the other engines) it then only records.
  */
 #include <errno.h>
 #include <link.h>
 #include <stdint.h>
 
 #include "pathmap.h"
+#include "record.h"
 #include "sys.h"
 
 #define HIDDEN __attribute__((visibility("hidden")))
@@ -269,18 +276,28 @@ static void say(const char *msg)
     (void)r;
 }
 
-/* Find NBS_FC_CONFIG in the initial environment, streaming through
- * /proc/self/environ with a small buffer.  Returns its length or -1. */
-static long read_config(void)
+/* A variable of the initial environment to capture: its value goes to BUF
+ * (CAP bytes); LEN gets its length, -1 when absent or too long. */
+struct env_want {
+    const char *key; /* "NAME=" */
+    char *buf;
+    size_t cap;
+    long len;
+};
+
+/* Find the variables of WANT in the initial environment, streaming through
+ * /proc/self/environ with a small buffer. */
+static void read_environment(struct env_want *want, unsigned nwant)
 {
-    static const char key[] = PM_ENV_CONFIG;
-    const size_t keylen = sizeof key - 1;
     char buf[4096];
     size_t epos = 0, vlen = 0;
-    int matching = 1, capturing = 0;
+    int capturing = -1;
+    unsigned alive = (1u << nwant) - 1; /* keys still matching this entry */
+    for (unsigned k = 0; k < nwant; k++)
+        want[k].len = -1;
     long fd = nbs_openat(AT_FDCWD, "/proc/self/environ", O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
-        return -1;
+        return;
     for (;;) {
         long n = nbs_read((int)fd, buf, sizeof buf);
         if (n == -EINTR)
@@ -290,33 +307,83 @@ static long read_config(void)
         for (long i = 0; i < n; i++) {
             char c = buf[i];
             if (c == '\0') {
-                if (capturing) {
-                    nbs_close((int)fd);
-                    return (long)vlen;
-                }
+                if (capturing >= 0 && want[capturing].len == -2)
+                    want[capturing].len = (long)vlen;
+                capturing = -1;
                 epos = 0;
-                matching = 1;
+                vlen = 0;
+                alive = (1u << nwant) - 1;
                 continue;
             }
-            if (capturing) {
-                if (vlen >= sizeof config) {
-                    nbs_close((int)fd);
-                    return -1;
+            if (capturing >= 0) {
+                struct env_want *w = &want[capturing];
+                if (w->len != -2)
+                    continue; /* a second definition, or too long */
+                if (vlen >= w->cap) {
+                    w->len = -3;
+                    continue;
                 }
-                config[vlen++] = c;
+                w->buf[vlen++] = c;
                 continue;
             }
-            if (matching && epos < keylen) {
-                if (c != key[epos])
-                    matching = 0;
-                epos++;
-                if (matching && epos == keylen)
-                    capturing = 1;
+            for (unsigned k = 0; k < nwant && alive; k++) {
+                if (!(alive & (1u << k)))
+                    continue;
+                if (want[k].key[epos] != c) {
+                    alive &= ~(1u << k);
+                } else if (want[k].key[epos + 1] == '\0') {
+                    if (want[k].len == -1) {
+                        want[k].len = -2; /* capturing */
+                        capturing = (int)k;
+                    }
+                    alive = 0;
+                }
             }
+            epos++;
         }
     }
     nbs_close((int)fd);
-    return capturing ? (long)vlen : -1;
+    if (capturing >= 0 && want[capturing].len == -2)
+        want[capturing].len = (long)vlen;
+    for (unsigned k = 0; k < nwant; k++) {
+        if (want[k].len < 0)
+            want[k].len = -1;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* the access report */
+
+static struct rec_conf rec = {.fd = -1, .mech = "audit"};
+
+/* The program's name: from NBS_FC_EXE (EXE, N bytes; the engine starts
+ * programs through ld.so), else the first word of /proc/self/cmdline. */
+static void report_program(const char *exe, long n)
+{
+    if (n > 0) {
+        rec_set_program(&rec, exe, (size_t)n);
+        return;
+    }
+    char cmd[PM_PATH_MAX];
+    long fd = nbs_openat(AT_FDCWD, "/proc/self/cmdline", O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    long r = nbs_read((int)fd, cmd, sizeof cmd - 1);
+    nbs_close((int)fd);
+    if (r > 0) {
+        cmd[r] = '\0';
+        rec_set_program(&rec, cmd, pm_strlen(cmd));
+    }
+}
+
+/* Record OP for absolute PATH unless it lies under a skip prefix. */
+static void report(int result, const char *path)
+{
+    if (rec.fd < 0 || !path || path[0] != '/' || rec_quick_skip(&rec, path))
+        return;
+    char abs[PM_PATH_MAX];
+    if (rec_normalise(abs, sizeof abs, 0, path) == 0)
+        rec_emit(&rec, REC_DLOPEN, result, 0, abs, pm_strlen(abs));
 }
 
 static long fs_readlink(void *ctx, const char *host, char *buf, size_t n)
@@ -328,12 +395,25 @@ static long fs_readlink(void *ctx, const char *host, char *buf, size_t n)
 __attribute__((visibility("default"))) unsigned int la_version(unsigned int version)
 {
     (void)version;
-    long len = read_config();
-    if (len < 0)
-        return 0; /* not launched by the engine: stay out of the way */
+    static char fd_value[16], skip_value[REC_SKIP_MAX], exe_value[PM_PATH_MAX];
+    struct env_want want[] = {
+        {PM_ENV_CONFIG, config, sizeof config, -1},
+        {REC_ENV_FD, fd_value, sizeof fd_value - 1, -1},
+        {REC_ENV_SKIP, skip_value, sizeof skip_value, -1},
+        {PM_ENV_EXE, exe_value, sizeof exe_value - 1, -1},
+    };
+    read_environment(want, sizeof want / sizeof *want);
+    if (want[1].len > 0) {
+        fd_value[want[1].len] = '\0';
+        report_program(exe_value, want[3].len);
+        rec_setup(&rec, "audit", fd_value, skip_value, want[2].len > 0 ? (size_t)want[2].len : 0);
+    }
+    long len = want[0].len;
+    if (len < 0) /* not launched by the engine: stay out of the way, or only record */
+        return rec.fd >= 0 ? 1 : 0;
     if (pm_config_parse(&table, config, (size_t)len) < 0) {
         say("nbsandbox: fakechroot: invalid NBS_FC_CONFIG; libraries of the store will not be found\n");
-        return 0;
+        return rec.fd >= 0 ? 1 : 0;
     }
     active = 1;
     confine_init();
@@ -358,6 +438,7 @@ static char *driver_library(const char *name, unsigned int flag)
 
 __attribute__((visibility("default"))) char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
 {
+    report(REC_UNKNOWN, name);
     if (!active)
         return (char *)name;
     char *driver = driver_library(name, flag);
@@ -393,8 +474,11 @@ __attribute__((visibility("default"))) char *la_objsearch(const char *name, uint
 __attribute__((visibility("default"))) unsigned int la_objopen(struct link_map *map, Lmid_t lmid, uintptr_t *cookie)
 {
     (void)lmid;
-    if (!active || !map->l_name || map->l_name[0] != '/')
+    if (!active || !map->l_name || map->l_name[0] != '/') {
+        if (map->l_name)
+            report(0, map->l_name);
         return 0;
+    }
     *cookie = (uintptr_t)map;
     if (in_preload_list(map->l_name) && !(table.audit && same_dir(map->l_name, table.audit)))
         *cookie |= HOST_OBJECT; /* e.g. a sanitizer runtime the tests preload */
@@ -404,5 +488,6 @@ __attribute__((visibility("default"))) unsigned int la_objopen(struct link_map *
     if (pm_to_sandbox(&table, map->l_name, sbx, sizeof sbx) == 1 &&
         pm_strlen(sbx) <= pm_strlen(map->l_name))
         pm_copy(map->l_name, PM_PATH_MAX, sbx);
+    report(0, map->l_name);
     return 0;
 }

@@ -942,7 +942,7 @@ size_t pm_exec_argv_room(const struct pm_exec_in *in)
 
 size_t pm_exec_envp_room(const struct pm_exec_in *in)
 {
-    return pm_vlen(in->envp) + PM_MAX_ENV + 6;
+    return pm_vlen(in->envp) + PM_MAX_ENV + 8;
 }
 
 /* Length of the name of environment entry E (up to '='), or the whole length. */
@@ -1051,7 +1051,8 @@ int pm_build_exec(const struct pm_exec_in *in, const char **argv, size_t argv_ca
         }
         envp[e++] = v;
     }
-    int want_preload_env = in->kind == PM_EXEC_HOST_PRELOAD || (store && !use_preload_opt);
+    int want_preload_env = in->kind == PM_EXEC_HOST_PRELOAD || (store && !use_preload_opt) ||
+                           (in->kind == PM_EXEC_HOST && in->report_fd_var);
     if (want_preload_env) {
         const char *v;
         if (ldp_rest && *ldp_rest) {
@@ -1088,6 +1089,12 @@ int pm_build_exec(const struct pm_exec_in *in, const char **argv, size_t argv_ca
                 return -E2BIG;
             envp[e++] = v;
         }
+    }
+    if (in->report_fd_var) {
+        if (!env_has_name(in->envp, in->report_fd_var))
+            envp[e++] = in->report_fd_var;
+        if (in->report_skip_var && !env_has_name(in->envp, in->report_skip_var))
+            envp[e++] = in->report_skip_var;
     }
     envp[e] = 0;
     return 0;

@@ -187,6 +187,11 @@ struct pm_exec_in {
     const char *const *envp; /* the caller's environment, may be NULL */
     const char *config_var;  /* "NBS_FC_CONFIG=..." */
     const char *exe_var;     /* STORE: "NBS_FC_EXE=..." */
+    /* When the access report is on (else NULL): "NBSANDBOX_REPORT_FD=..." and
+     * "NBSANDBOX_REPORT_SKIP=...", added where ENVP lacks them; a host
+     * program then keeps the preload library too (a pure recorder there). */
+    const char *report_fd_var;
+    const char *report_skip_var;
 };
 
 /* Number of entries of a NULL-terminated vector (NULL counts as 0). */

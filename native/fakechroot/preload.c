@@ -100,7 +100,9 @@ static void strip_environment(void)
     e[w] = NULL;
 }
 
-static void do_init(void)
+/* The engine's configuration (none: no translation, e.g. when the library
+ * is preloaded only to record accesses). */
+static void engine_init(void)
 {
     const char *cfg = NULL, *exe = NULL, *argv0 = NULL, *cwd = NULL;
     for (char **e = environ; e && *e; e++) {
@@ -153,6 +155,12 @@ static void do_init(void)
     strip_environment();
 }
 
+static void do_init(void)
+{
+    engine_init();
+    report_init();
+}
+
 void init_slow(void)
 {
     int expected = 0;
@@ -177,6 +185,8 @@ __attribute__((constructor)) static void nbs_preload_init(int argc, char **argv,
         argv[0] = argv0_buf;
         argv0_pending = 0;
     }
+    if (argc > 0 && argv)
+        report_program(argv[0]);
 }
 
 

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -36,6 +37,7 @@
 #include <utime.h>
 
 #include "pathmap.h"
+#include "record.h"
 #include "sys.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -75,6 +77,8 @@ char *__realpath_chk(const char *path, char *resolved, size_t resolvedlen);
 int lchmod(const char *path, mode_t mode);
 int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags);
 int posix_spawn_file_actions_addchdir_np(posix_spawn_file_actions_t *fa, const char *path);
+int close_range(unsigned int first, unsigned int last, int flags);
+void closefrom(int low);
 
 /* ------------------------------------------------------------------------ */
 /* state: written once by init (preload.c), read-only afterwards */
@@ -105,7 +109,8 @@ void *next_sym(const char *name);
     X(llistxattr) X(removexattr) X(lremovexattr) X(inotify_add_watch) X(mkstemp) X(mkostemp)     \
     X(mkstemps) X(mkostemps) X(mkdtemp) X(chroot) X(getcwd) X(realpath) X(execve) X(fexecve)     \
     X(execveat) X(posix_spawn) X(posix_spawnp) X(posix_spawn_file_actions_addopen)              \
-    X(posix_spawn_file_actions_addchdir_np) X(system) X(popen) X(pclose) X(execvpe)
+    X(posix_spawn_file_actions_addchdir_np) X(system) X(popen) X(pclose) X(execvpe)              \
+    X(close) X(dup2) X(dup3) X(connect)
 
 #define DECLARE_REAL(f) extern __typeof__(f) *real_##f;
 REAL_FUNCTIONS(DECLARE_REAL)
@@ -126,6 +131,36 @@ void init_slow(void);
     do {                                                                                        \
         if (UNLIKELY(__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2))                      \
             init_slow();                                                                        \
+    } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* recording (preload_report.c) */
+
+extern struct rec_conf R;     /* R.fd < 0: recording is off */
+extern char rec_fd_var[];     /* "NBSANDBOX_REPORT_FD=N", for descendants */
+extern char rec_skip_var[];   /* "NBSANDBOX_REPORT_SKIP=..." */
+
+/* Read the two variables (init, after the engine's own). */
+void report_init(void);
+/* The program's short name, from argv[0] (the constructor). */
+void report_program(const char *argv0);
+/* Record OP on PATH (relative to DIRFD) with RESULT (0, an errno, or
+ * REC_UNKNOWN) unless it lies under a skip prefix; errno is kept. */
+void rec_path(int op, int dirfd, const char *path, int result);
+/* The same with the result of a call that FAILED (errno) or succeeded. */
+void rec_result(int op, int dirfd, const char *path, int failed);
+/* Before an exec of PATH: record it as done when CHECK (the path the call
+ * uses) passes access(X_OK); 1 when recorded. */
+int rec_exec_before(int dirfd, const char *path, const char *check);
+/* The working directory changed (chdir, fchdir). */
+void cwd_changed(void);
+
+#define RECORDING() UNLIKELY(__atomic_load_n(&R.fd, __ATOMIC_RELAXED) >= 0)
+/* After a call on PATH: record OP (only evaluated when recording). */
+#define RECORD(op, dirfd, path, failed)                                                         \
+    do {                                                                                        \
+        if (RECORDING())                                                                        \
+            rec_result((op), (dirfd), (path), (failed));                                        \
     } while (0)
 
 /* ------------------------------------------------------------------------ */
@@ -176,42 +211,48 @@ static inline __attribute__((always_inline)) int map_path(int dirfd, const char 
 
 #define RETRY_ERRNO(e) ((e) == ENOENT || (e) == ENOTDIR || (e) == EACCES)
 
-/* The body of a path function: map, call, retry on ENOENT/ENOTDIR. */
-#define PATH_CALL(type, failv, dirfd, path, how, call)                                          \
+/* The body of a path function: map, call, retry on ENOENT/ENOTDIR, record OP. */
+#define PATH_CALL(op, type, failv, dirfd, path, how, call)                                      \
     do {                                                                                        \
         char b1_[PM_PATH_MAX], b2_[PM_PATH_MAX];                                                \
         const char *p;                                                                          \
         ENSURE();                                                                               \
-        if (map_path((dirfd), (path), b1_, (how), &p) < 0)                                      \
+        if (map_path((dirfd), (path), b1_, (how), &p) < 0) {                                    \
+            RECORD((op), (dirfd), (path), 1);                                                   \
             return failv;                                                                       \
+        }                                                                                       \
         type r_ = (call);                                                                       \
         if (r_ == (failv) && active && RETRY_ERRNO(errno) &&                                    \
             retry_path((dirfd), (path), p, b2_, (how), &p) > 0)                                 \
             r_ = (call);                                                                        \
+        RECORD((op), (dirfd), (path), r_ == (failv));                                           \
         return r_;                                                                              \
     } while (0)
 
 /* The same for raw system calls (results are -errno). */
-#define SYS_CALL(dirfd, path, how, call)                                                        \
+#define SYS_CALL(op, dirfd, path, how, call)                                                    \
     do {                                                                                        \
         char b1_[PM_PATH_MAX], b2_[PM_PATH_MAX];                                                \
         const char *p;                                                                          \
         ENSURE();                                                                               \
-        if (map_path((dirfd), (path), b1_, (how), &p) < 0)                                      \
+        if (map_path((dirfd), (path), b1_, (how), &p) < 0) {                                    \
+            RECORD((op), (dirfd), (path), 1);                                                   \
             return -1;                                                                          \
+        }                                                                                       \
         long r_ = (call);                                                                       \
         if (UNLIKELY(r_ < 0)) {                                                                 \
             errno = (int)-r_;                                                                   \
-            if (!active || !RETRY_ERRNO(errno) ||                                               \
-                !retry_path((dirfd), (path), p, b2_, (how), &p))                                \
-                return -1;                                                                      \
-            r_ = (call);                                                                        \
-            if (r_ < 0) {                                                                       \
-                errno = (int)-r_;                                                               \
-                return -1;                                                                      \
+            if (active && RETRY_ERRNO(errno) &&                                                 \
+                retry_path((dirfd), (path), p, b2_, (how), &p)) {                               \
+                r_ = (call);                                                                    \
+                if (r_ < 0)                                                                     \
+                    errno = (int)-r_;                                                           \
+            } else {                                                                            \
+                r_ = -1;                                                                        \
             }                                                                                   \
         }                                                                                       \
-        return (int)r_;                                                                         \
+        RECORD((op), (dirfd), (path), r_ < 0);                                                  \
+        return r_ < 0 ? -1 : (int)r_;                                                           \
     } while (0)
 
 #endif

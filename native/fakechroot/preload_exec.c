@@ -354,6 +354,8 @@ static int run_exec(const char *path, char *const argv[], char *const envp[],
         .envp = (const char *const *)envp,
         .config_var = config_var,
         .exe_var = pl.exe_var[0] ? pl.exe_var : NULL,
+        .report_fd_var = RECORDING() ? rec_fd_var : NULL,
+        .report_skip_var = rec_skip_var,
     };
     size_t na = pm_exec_argv_room(&in), ne = pm_exec_envp_room(&in), total = na + ne;
     const char *stackvec[total <= VEC_ON_STACK ? total : 1];
@@ -381,13 +383,30 @@ static int run_exec(const char *path, char *const argv[], char *const envp[],
     return r;
 }
 
+/* Before an exec of PATH (relative to DIRFD) when recording: recorded as
+ * done when the file it runs may be executed (an exec that works does not
+ * return to say so); a failure is recorded after the call. */
+static __attribute__((noinline)) void exec_before(int dirfd, const char *path)
+{
+    char b[PM_PATH_MAX];
+    const char *p = path;
+    if (!MAYBE_NULL(path) || (active && map_path(dirfd, path, b, F_FOLLOW, &p) < 0))
+        return;
+    rec_exec_before(dirfd, path, p);
+}
+
 EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
     ENSURE();
-    if (!active)
-        return CALLI(execve, (path, argv, envp));
-    int r = run_exec(path, argv, envp, NULL);
-    errno = -r;
+    if (RECORDING())
+        exec_before(AT_FDCWD, path);
+    if (!active) {
+        CALLI(execve, (path, argv, envp));
+    } else {
+        int r = run_exec(path, argv, envp, NULL);
+        errno = -r;
+    }
+    RECORD(REC_EXEC, AT_FDCWD, path, 1);
     return -1;
 }
 
@@ -433,7 +452,8 @@ static int try_exec(const char *cand, void *ctx)
 EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
     ENSURE();
-    if (!active)
+    /* the search is ours when recording: each candidate is recorded */
+    if (!active && !RECORDING())
         return CALLI(execvpe, (file, argv, envp));
     if (!MAYBE_NULL(file) || !*file) {
         errno = ENOENT;
@@ -511,9 +531,15 @@ EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
     char host[PM_PATH_MAX];
     ENSURE();
-    if (!active || fd_host_path(fd, host) < 0)
-        return CALLI(fexecve, (fd, argv, envp));
-    return execve(host, argv, envp);
+    if (active && fd_host_path(fd, host) == 0)
+        return execve(host, argv, envp);
+    int recorded = RECORDING() && fd_host_path(fd, host) == 0;
+    if (recorded)
+        rec_exec_before(AT_FDCWD, host, host);
+    CALLI(fexecve, (fd, argv, envp));
+    if (recorded)
+        rec_path(REC_EXEC, AT_FDCWD, host, errno);
+    return -1;
 }
 
 EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
@@ -521,8 +547,13 @@ EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const
 {
     char base[PM_PATH_MAX], joined[PM_PATH_MAX];
     ENSURE();
-    if (!active || !MAYBE_NULL(path))
-        return CALLI(execveat, (dirfd, path, argv, envp, flags));
+    if (!active || !MAYBE_NULL(path)) {
+        if (RECORDING())
+            exec_before(dirfd, path);
+        CALLI(execveat, (dirfd, path, argv, envp, flags));
+        RECORD(REC_EXEC, dirfd, path, 1);
+        return -1;
+    }
     if (path[0] == '/' || dirfd == AT_FDCWD)
         return execve(path, argv, envp);
     if (!*path && (flags & AT_EMPTY_PATH))
@@ -545,10 +576,16 @@ EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_acti
                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     ENSURE();
-    if (!active)
-        return REAL(posix_spawn) ? real_posix_spawn(pid, path, fa, attr, argv, envp) : ENOSYS;
-    struct spawn_req sp = {pid, fa, attr};
-    return -run_exec(path, argv, envp, &sp);
+    int r;
+    if (!active) {
+        r = REAL(posix_spawn) ? real_posix_spawn(pid, path, fa, attr, argv, envp) : ENOSYS;
+    } else {
+        struct spawn_req sp = {pid, fa, attr};
+        r = -run_exec(path, argv, envp, &sp);
+    }
+    if (RECORDING())
+        rec_path(REC_EXEC, AT_FDCWD, path, r);
+    return r;
 }
 
 struct spawn_try {
@@ -573,8 +610,31 @@ static int try_spawn(const char *cand, void *ctx)
         if (r == 0)
             r = (int)nbs_faccessat(AT_FDCWD, host, X_OK);
     }
+    if (r == 0) {
+        r = run_exec(cand, t->argv, t->envp, t->sp); /* spawned, or the search ends */
+        if (RECORDING())
+            rec_path(REC_EXEC, AT_FDCWD, cand, -r);
+        return r;
+    }
+    if (RECORDING())
+        rec_path(REC_EXEC, AT_FDCWD, cand, -r);
+    return -r;
+}
+
+/* The same without the engine (recording only): glibc's posix_spawn runs
+ * the candidate. */
+static int try_spawn_plain(const char *cand, void *ctx)
+{
+    const struct spawn_try *t = ctx;
+    struct stat st;
+    int r = (int)nbs_fstatat(AT_FDCWD, cand, &st, 0);
+    if (r == 0 && !S_ISREG(st.st_mode))
+        r = -EACCES;
     if (r == 0)
-        return run_exec(cand, t->argv, t->envp, t->sp); /* spawned, or the search ends */
+        r = (int)nbs_faccessat(AT_FDCWD, cand, X_OK);
+    if (r == 0)
+        return -posix_spawn(t->sp->pid, cand, t->sp->fa, t->sp->attr, t->argv, t->envp);
+    rec_path(REC_EXEC, AT_FDCWD, cand, -r);
     return -r;
 }
 
@@ -582,15 +642,22 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
                         const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     ENSURE();
-    if (!active)
+    if (!active && !RECORDING())
         return REAL(posix_spawnp) ? real_posix_spawnp(pid, file, fa, attr, argv, envp) : ENOSYS;
     if (!MAYBE_NULL(file) || !*file)
         return ENOENT;
     struct spawn_req sp = {pid, fa, attr};
-    if (strchr(file, '/'))
-        return -run_exec(file, argv, envp, &sp);
+    if (strchr(file, '/')) {
+        if (!active)
+            return posix_spawn(pid, file, fa, attr, argv, envp);
+        int r = -run_exec(file, argv, envp, &sp);
+        if (RECORDING())
+            rec_path(REC_EXEC, AT_FDCWD, file, r);
+        return r;
+    }
     struct spawn_try t = {argv, envp, &sp};
-    return nbs_search_path(file, getenv("PATH"), try_spawn, &t, NULL, 0);
+    return nbs_search_path(file, getenv("PATH"), active ? try_spawn : try_spawn_plain, &t, NULL,
+                           0);
 }
 
 EXPORT int posix_spawn_file_actions_addopen(posix_spawn_file_actions_t *fa, int fd,
@@ -641,8 +708,12 @@ static void spin_unlock(volatile int *l)
 EXPORT int system(const char *cmd)
 {
     ENSURE();
-    if (!active)
-        return CALLI(system, (cmd));
+    if (!active) {
+        int r = CALLI(system, (cmd));
+        if (cmd && RECORDING())
+            rec_path(REC_EXEC, AT_FDCWD, "/bin/sh", r == -1 ? errno : 0);
+        return r;
+    }
     if (!cmd)
         return system("exit 0") == 0;
 
@@ -715,8 +786,12 @@ static volatile int popen_lock;
 EXPORT FILE *popen(const char *cmd, const char *mode)
 {
     ENSURE();
-    if (!active)
-        return CALLP(popen, (cmd, mode));
+    if (!active) {
+        FILE *f = CALLP(popen, (cmd, mode));
+        if (RECORDING())
+            rec_path(REC_EXEC, AT_FDCWD, "/bin/sh", f ? 0 : errno);
+        return f;
+    }
     int reading, cloexec = 0;
     if (!cmd || !mode || (mode[0] != 'r' && mode[0] != 'w')) {
         errno = EINVAL;

@@ -21,9 +21,19 @@ unsigned open_how(int flags)
     return how;
 }
 
+/* The operation an open with FLAGS records. */
+static int open_op(int flags)
+{
+    if ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC)) ||
+        (flags & O_TMPFILE) == O_TMPFILE)
+        return REC_WRITE;
+    return (flags & O_DIRECTORY) ? REC_LIST : REC_OPEN;
+}
+
 static int do_openat(int dirfd, const char *path, int flags, mode_t mode)
 {
-    PATH_CALL(int, -1, dirfd, path, open_how(flags), CALLI(openat, (dirfd, p, flags, mode)));
+    PATH_CALL(open_op(flags), int, -1, dirfd, path, open_how(flags),
+              CALLI(openat, (dirfd, p, flags, mode)));
 }
 
 static mode_t open_mode(int flags, va_list ap)
@@ -123,24 +133,32 @@ static unsigned fopen_how(const char *mode)
     return how;
 }
 
+static int fopen_op(const char *mode)
+{
+    return (fopen_how(mode) & F_WRITE) ? REC_WRITE : REC_OPEN;
+}
+
 EXPORT FILE *fopen(const char *path, const char *mode)
 {
-    PATH_CALL(FILE *, NULL, AT_FDCWD, path, fopen_how(mode), CALLP(fopen, (p, mode)));
+    PATH_CALL(fopen_op(mode), FILE *, NULL, AT_FDCWD, path, fopen_how(mode),
+              CALLP(fopen, (p, mode)));
 }
 
 EXPORT FILE *fopen64(const char *path, const char *mode)
 {
-    PATH_CALL(FILE *, NULL, AT_FDCWD, path, fopen_how(mode), CALLP(fopen64, (p, mode)));
+    PATH_CALL(fopen_op(mode), FILE *, NULL, AT_FDCWD, path, fopen_how(mode),
+              CALLP(fopen64, (p, mode)));
 }
 
 EXPORT FILE *freopen(const char *path, const char *mode, FILE *stream)
 {
-    PATH_CALL(FILE *, NULL, AT_FDCWD, path, fopen_how(mode), CALLP(freopen, (p, mode, stream)));
+    PATH_CALL(fopen_op(mode), FILE *, NULL, AT_FDCWD, path, fopen_how(mode),
+              CALLP(freopen, (p, mode, stream)));
 }
 
 EXPORT FILE *freopen64(const char *path, const char *mode, FILE *stream)
 {
-    PATH_CALL(FILE *, NULL, AT_FDCWD, path, fopen_how(mode),
+    PATH_CALL(fopen_op(mode), FILE *, NULL, AT_FDCWD, path, fopen_how(mode),
               CALLP(freopen64, (p, mode, stream)));
 }
 
@@ -152,7 +170,7 @@ static __attribute__((noinline)) int fstatat_mapped(int dirfd, const char *path,
                                                     struct stat *st, int flags)
 {
     unsigned how = (flags & AT_SYMLINK_NOFOLLOW) ? 0 : F_FOLLOW;
-    SYS_CALL(dirfd, path, how, nbs_fstatat(dirfd, p, st, flags));
+    SYS_CALL(REC_STAT, dirfd, path, how, nbs_fstatat(dirfd, p, st, flags));
 }
 
 /* The stat family is the hottest: a host path is one table lookup away
@@ -163,8 +181,10 @@ static inline __attribute__((always_inline)) int do_fstatat(int dirfd, const cha
     if (LIKELY(__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2 && path && path[0] == '/' &&
                !may_map[(unsigned char)path[1]])) {
         long r = nbs_fstatat(dirfd, path, st, flags);
-        if (LIKELY(r == 0))
+        if (LIKELY(r == 0)) {
+            RECORD(REC_STAT, dirfd, path, 0);
             return 0;
+        }
     }
     return fstatat_mapped(dirfd, path, st, flags);
 }
@@ -253,32 +273,32 @@ EXPORT int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st,
 EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf)
 {
     unsigned how = (flags & AT_SYMLINK_NOFOLLOW) ? 0 : F_FOLLOW;
-    SYS_CALL(dirfd, path, how, nbs_statx(dirfd, p, flags, mask, buf));
+    SYS_CALL(REC_STAT, dirfd, path, how, nbs_statx(dirfd, p, flags, mask, buf));
 }
 
 EXPORT int statfs(const char *path, struct statfs *buf)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(statfs, (p, buf)));
+    PATH_CALL(REC_STAT, int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(statfs, (p, buf)));
 }
 
 EXPORT int statfs64(const char *path, struct statfs64 *buf)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(statfs64, (p, buf)));
+    PATH_CALL(REC_STAT, int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(statfs64, (p, buf)));
 }
 
 EXPORT int statvfs(const char *path, struct statvfs *buf)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(statvfs, (p, buf)));
+    PATH_CALL(REC_STAT, int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(statvfs, (p, buf)));
 }
 
 EXPORT int statvfs64(const char *path, struct statvfs64 *buf)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(statvfs64, (p, buf)));
+    PATH_CALL(REC_STAT, int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(statvfs64, (p, buf)));
 }
 
 EXPORT long pathconf(const char *path, int name)
 {
-    PATH_CALL(long, -1, AT_FDCWD, path, F_FOLLOW, CALLI(pathconf, (p, name)));
+    PATH_CALL(REC_STAT, long, -1, AT_FDCWD, path, F_FOLLOW, CALLI(pathconf, (p, name)));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -294,24 +314,24 @@ static unsigned access_how(int mode, int flags)
 
 EXPORT int access(const char *path, int mode)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, access_how(mode, 0),
+    PATH_CALL(REC_STAT, int, -1, AT_FDCWD, path, access_how(mode, 0),
               CALLI(faccessat, (AT_FDCWD, p, mode, 0)));
 }
 
 EXPORT int faccessat(int dirfd, const char *path, int mode, int flags)
 {
-    PATH_CALL(int, -1, dirfd, path, access_how(mode, flags),
+    PATH_CALL(REC_STAT, int, -1, dirfd, path, access_how(mode, flags),
               CALLI(faccessat, (dirfd, p, mode, flags)));
 }
 
 EXPORT int euidaccess(const char *path, int mode)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, access_how(mode, 0), CALLI(euidaccess, (p, mode)));
+    PATH_CALL(REC_STAT, int, -1, AT_FDCWD, path, access_how(mode, 0), CALLI(euidaccess, (p, mode)));
 }
 
 EXPORT int eaccess(const char *path, int mode)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, access_how(mode, 0), CALLI(eaccess, (p, mode)));
+    PATH_CALL(REC_STAT, int, -1, AT_FDCWD, path, access_how(mode, 0), CALLI(eaccess, (p, mode)));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -326,7 +346,7 @@ static ssize_t copy_out(const char *s, char *buf, size_t bufsiz)
     return (ssize_t)len;
 }
 
-EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t bufsiz)
+static ssize_t do_readlinkat(int dirfd, const char *path, char *buf, size_t bufsiz)
 {
     char b1[PM_PATH_MAX], b2[PM_PATH_MAX], target[PM_PATH_MAX], sbx[PM_PATH_MAX];
     const char *p;
@@ -350,6 +370,13 @@ EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t bufsiz)
     if (active && target[0] == '/' && pm_to_sandbox(&T, target, sbx, sizeof sbx) == 1)
         return copy_out(sbx, buf, bufsiz);
     return copy_out(target, buf, bufsiz);
+}
+
+EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t bufsiz)
+{
+    ssize_t r = do_readlinkat(dirfd, path, buf, bufsiz);
+    RECORD(REC_READLINK, dirfd, path, r < 0);
+    return r;
 }
 
 EXPORT ssize_t readlink(const char *path, char *buf, size_t bufsiz)
@@ -454,10 +481,9 @@ EXPORT char *get_current_dir_name(void)
     return cwd_into(NULL, 0);
 }
 
-EXPORT char *realpath(const char *path, char *resolved)
+static char *do_realpath(const char *path, char *resolved)
 {
     char abs[PM_PATH_MAX], host[PM_PATH_MAX], sbx[PM_PATH_MAX];
-    ENSURE();
     if (!active)
         return CALLP(realpath, (path, resolved));
     if (!path) {
@@ -505,6 +531,14 @@ EXPORT char *realpath(const char *path, char *resolved)
     return resolved;
 }
 
+EXPORT char *realpath(const char *path, char *resolved)
+{
+    ENSURE();
+    char *r = do_realpath(path, resolved);
+    RECORD(REC_READLINK, AT_FDCWD, path, !r);
+    return r;
+}
+
 EXPORT char *canonicalize_file_name(const char *path)
 {
     return realpath(path, NULL);
@@ -517,14 +551,21 @@ EXPORT char *__realpath_chk(const char *path, char *resolved, size_t resolvedlen
     return realpath(path, resolved);
 }
 
+static int do_chdir(const char *path)
+{
+    PATH_CALL(REC_NONE, int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(chdir, (p)));
+}
+
 EXPORT int chdir(const char *path)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(chdir, (p)));
+    int r = do_chdir(path);
+    cwd_changed();
+    return r;
 }
 
 EXPORT int chroot(const char *path)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(chroot, (p)));
+    PATH_CALL(REC_NONE, int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(chroot, (p)));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -532,7 +573,7 @@ EXPORT int chroot(const char *path)
 
 EXPORT DIR *opendir(const char *path)
 {
-    PATH_CALL(DIR *, NULL, AT_FDCWD, path, F_FOLLOW, CALLP(opendir, (p)));
+    PATH_CALL(REC_LIST, DIR *, NULL, AT_FDCWD, path, F_FOLLOW, CALLP(opendir, (p)));
 }
 
 typedef int (*scan_filter)(const struct dirent *);
@@ -542,34 +583,36 @@ typedef int (*scan_compar64)(const struct dirent64 **, const struct dirent64 **)
 
 EXPORT int scandir(const char *path, struct dirent ***list, scan_filter filter, scan_compar cmp)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(scandir, (p, list, filter, cmp)));
+    PATH_CALL(REC_LIST, int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(scandir, (p, list, filter, cmp)));
 }
 
 EXPORT int scandir64(const char *path, struct dirent64 ***list, scan_filter64 filter,
                      scan_compar64 cmp)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(scandir64, (p, list, filter, cmp)));
+    PATH_CALL(REC_LIST, int, -1, AT_FDCWD, path, F_FOLLOW,
+              CALLI(scandir64, (p, list, filter, cmp)));
 }
 
 EXPORT int scandirat(int dirfd, const char *path, struct dirent ***list, scan_filter filter,
                      scan_compar cmp)
 {
-    PATH_CALL(int, -1, dirfd, path, F_FOLLOW, CALLI(scandirat, (dirfd, p, list, filter, cmp)));
+    PATH_CALL(REC_LIST, int, -1, dirfd, path, F_FOLLOW,
+              CALLI(scandirat, (dirfd, p, list, filter, cmp)));
 }
 
 EXPORT int mkdir(const char *path, mode_t mode)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_CREATE, CALLI(mkdirat, (AT_FDCWD, p, mode)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_CREATE, CALLI(mkdirat, (AT_FDCWD, p, mode)));
 }
 
 EXPORT int mkdirat(int dirfd, const char *path, mode_t mode)
 {
-    PATH_CALL(int, -1, dirfd, path, F_CREATE, CALLI(mkdirat, (dirfd, p, mode)));
+    PATH_CALL(REC_WRITE, int, -1, dirfd, path, F_CREATE, CALLI(mkdirat, (dirfd, p, mode)));
 }
 
 EXPORT int rmdir(const char *path)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_WRITE, CALLI(rmdir, (p)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_WRITE, CALLI(rmdir, (p)));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -577,17 +620,17 @@ EXPORT int rmdir(const char *path)
 
 EXPORT int unlink(const char *path)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_WRITE, CALLI(unlinkat, (AT_FDCWD, p, 0)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_WRITE, CALLI(unlinkat, (AT_FDCWD, p, 0)));
 }
 
 EXPORT int unlinkat(int dirfd, const char *path, int flags)
 {
-    PATH_CALL(int, -1, dirfd, path, F_WRITE, CALLI(unlinkat, (dirfd, p, flags)));
+    PATH_CALL(REC_WRITE, int, -1, dirfd, path, F_WRITE, CALLI(unlinkat, (dirfd, p, flags)));
 }
 
 EXPORT int remove(const char *path)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_WRITE, CALLI(remove, (p)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_WRITE, CALLI(remove, (p)));
 }
 
 /* Two-path calls: map both; a retry re-maps the one that failed to resolve. */
@@ -597,8 +640,11 @@ EXPORT int remove(const char *path)
         const char *p, *q;                                                                      \
         ENSURE();                                                                               \
         if (map_path((fd1), (path1), b1_, (how1), &p) < 0 ||                                    \
-            map_path((fd2), (path2), b2_, (how2), &q) < 0)                                      \
+            map_path((fd2), (path2), b2_, (how2), &q) < 0) {                                    \
+            RECORD(REC_WRITE, (fd1), (path1), 1);                                               \
+            RECORD(REC_WRITE, (fd2), (path2), 1);                                               \
             return -1;                                                                          \
+        }                                                                                       \
         int r_ = (call);                                                                        \
         if (r_ < 0 && active && RETRY_ERRNO(errno)) {                                           \
             int e_ = errno;                                                                     \
@@ -609,6 +655,8 @@ EXPORT int remove(const char *path)
             if (a_ || b_)                                                                       \
                 r_ = (call);                                                                    \
         }                                                                                       \
+        RECORD(REC_WRITE, (fd1), (path1), r_ < 0);                                              \
+        RECORD(REC_WRITE, (fd2), (path2), r_ < 0);                                              \
         return r_;                                                                              \
     } while (0)
 
@@ -649,6 +697,7 @@ EXPORT int link(const char *old, const char *new)
     ENSURE();
     if (link_from_ro(AT_FDCWD, old, 0)) {
         errno = EXDEV;
+        RECORD(REC_WRITE, AT_FDCWD, new, 1);
         return -1;
     }
     TWO_PATH_CALL(AT_FDCWD, old, 0, AT_FDCWD, new, F_CREATE,
@@ -661,6 +710,7 @@ EXPORT int linkat(int oldfd, const char *old, int newfd, const char *new, int fl
     ENSURE();
     if (link_from_ro(oldfd, old, how != 0)) {
         errno = EXDEV;
+        RECORD(REC_WRITE, newfd, new, 1);
         return -1;
     }
     TWO_PATH_CALL(oldfd, old, how, newfd, new, F_CREATE,
@@ -671,85 +721,87 @@ EXPORT int linkat(int oldfd, const char *old, int newfd, const char *new, int fl
  * sandbox's view when followed. */
 EXPORT int symlink(const char *target, const char *linkpath)
 {
-    PATH_CALL(int, -1, AT_FDCWD, linkpath, F_CREATE, CALLI(symlinkat, (target, AT_FDCWD, p)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, linkpath, F_CREATE,
+              CALLI(symlinkat, (target, AT_FDCWD, p)));
 }
 
 EXPORT int symlinkat(const char *target, int dirfd, const char *linkpath)
 {
-    PATH_CALL(int, -1, dirfd, linkpath, F_CREATE, CALLI(symlinkat, (target, dirfd, p)));
+    PATH_CALL(REC_WRITE, int, -1, dirfd, linkpath, F_CREATE, CALLI(symlinkat, (target, dirfd, p)));
 }
 
 EXPORT int chmod(const char *path, mode_t mode)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(chmod, (p, mode)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(chmod, (p, mode)));
 }
 
 EXPORT int lchmod(const char *path, mode_t mode)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_WRITE, CALLI(lchmod, (p, mode)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_WRITE, CALLI(lchmod, (p, mode)));
 }
 
 EXPORT int fchmodat(int dirfd, const char *path, mode_t mode, int flags)
 {
     unsigned how = ((flags & AT_SYMLINK_NOFOLLOW) ? 0 : F_FOLLOW) | F_WRITE;
-    PATH_CALL(int, -1, dirfd, path, how, CALLI(fchmodat, (dirfd, p, mode, flags)));
+    PATH_CALL(REC_WRITE, int, -1, dirfd, path, how, CALLI(fchmodat, (dirfd, p, mode, flags)));
 }
 
 EXPORT int chown(const char *path, uid_t uid, gid_t gid)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(chown, (p, uid, gid)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(chown, (p, uid, gid)));
 }
 
 EXPORT int lchown(const char *path, uid_t uid, gid_t gid)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_WRITE, CALLI(lchown, (p, uid, gid)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_WRITE, CALLI(lchown, (p, uid, gid)));
 }
 
 EXPORT int fchownat(int dirfd, const char *path, uid_t uid, gid_t gid, int flags)
 {
     unsigned how = ((flags & AT_SYMLINK_NOFOLLOW) ? 0 : F_FOLLOW) | F_WRITE;
-    PATH_CALL(int, -1, dirfd, path, how, CALLI(fchownat, (dirfd, p, uid, gid, flags)));
+    PATH_CALL(REC_WRITE, int, -1, dirfd, path, how, CALLI(fchownat, (dirfd, p, uid, gid, flags)));
 }
 
 EXPORT int utime(const char *path, const struct utimbuf *times)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(utime, (p, times)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(utime, (p, times)));
 }
 
 EXPORT int utimes(const char *path, const struct timeval tv[2])
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(utimes, (p, tv)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(utimes, (p, tv)));
 }
 
 EXPORT int lutimes(const char *path, const struct timeval tv[2])
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_WRITE, CALLI(lutimes, (p, tv)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_WRITE, CALLI(lutimes, (p, tv)));
 }
 
 EXPORT int futimesat(int dirfd, const char *path, const struct timeval tv[2])
 {
-    PATH_CALL(int, -1, dirfd, path, F_FOLLOW | F_WRITE, CALLI(futimesat, (dirfd, p, tv)));
+    PATH_CALL(REC_WRITE, int, -1, dirfd, path, F_FOLLOW | F_WRITE,
+              CALLI(futimesat, (dirfd, p, tv)));
 }
 
 EXPORT int utimensat(int dirfd, const char *path, const struct timespec ts[2], int flags)
 {
     unsigned how = ((flags & AT_SYMLINK_NOFOLLOW) ? 0 : F_FOLLOW) | F_WRITE;
-    PATH_CALL(int, -1, dirfd, path, how, CALLI(utimensat, (dirfd, p, ts, flags)));
+    PATH_CALL(REC_WRITE, int, -1, dirfd, path, how, CALLI(utimensat, (dirfd, p, ts, flags)));
 }
 
 EXPORT int truncate(const char *path, off_t len)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(truncate, (p, len)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(truncate, (p, len)));
 }
 
 EXPORT int truncate64(const char *path, off64_t len)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(truncate64, (p, len)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(truncate64, (p, len)));
 }
 
 static int do_mknodat(int dirfd, const char *path, mode_t mode, dev_t dev)
 {
-    SYS_CALL(dirfd, path, F_CREATE, nbs_mknodat(dirfd, p, mode, dev));
+    SYS_CALL(REC_WRITE, dirfd, path, F_CREATE, nbs_mknodat(dirfd, p, mode, dev));
 }
 
 EXPORT int mknod(const char *path, mode_t mode, dev_t dev)
@@ -789,50 +841,53 @@ EXPORT int mkfifoat(int dirfd, const char *path, mode_t mode)
 EXPORT int setxattr(const char *path, const char *name, const void *value, size_t size,
                     int flags)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE,
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE,
               CALLI(setxattr, (p, name, value, size, flags)));
 }
 
 EXPORT int lsetxattr(const char *path, const char *name, const void *value, size_t size,
                      int flags)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_WRITE, CALLI(lsetxattr, (p, name, value, size, flags)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_WRITE,
+              CALLI(lsetxattr, (p, name, value, size, flags)));
 }
 
 EXPORT ssize_t getxattr(const char *path, const char *name, void *value, size_t size)
 {
-    PATH_CALL(ssize_t, -1, AT_FDCWD, path, F_FOLLOW, CALLI(getxattr, (p, name, value, size)));
+    PATH_CALL(REC_STAT, ssize_t, -1, AT_FDCWD, path, F_FOLLOW,
+              CALLI(getxattr, (p, name, value, size)));
 }
 
 EXPORT ssize_t lgetxattr(const char *path, const char *name, void *value, size_t size)
 {
-    PATH_CALL(ssize_t, -1, AT_FDCWD, path, 0, CALLI(lgetxattr, (p, name, value, size)));
+    PATH_CALL(REC_STAT, ssize_t, -1, AT_FDCWD, path, 0, CALLI(lgetxattr, (p, name, value, size)));
 }
 
 EXPORT ssize_t listxattr(const char *path, char *list, size_t size)
 {
-    PATH_CALL(ssize_t, -1, AT_FDCWD, path, F_FOLLOW, CALLI(listxattr, (p, list, size)));
+    PATH_CALL(REC_STAT, ssize_t, -1, AT_FDCWD, path, F_FOLLOW, CALLI(listxattr, (p, list, size)));
 }
 
 EXPORT ssize_t llistxattr(const char *path, char *list, size_t size)
 {
-    PATH_CALL(ssize_t, -1, AT_FDCWD, path, 0, CALLI(llistxattr, (p, list, size)));
+    PATH_CALL(REC_STAT, ssize_t, -1, AT_FDCWD, path, 0, CALLI(llistxattr, (p, list, size)));
 }
 
 EXPORT int removexattr(const char *path, const char *name)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE, CALLI(removexattr, (p, name)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_FOLLOW | F_WRITE,
+              CALLI(removexattr, (p, name)));
 }
 
 EXPORT int lremovexattr(const char *path, const char *name)
 {
-    PATH_CALL(int, -1, AT_FDCWD, path, F_WRITE, CALLI(lremovexattr, (p, name)));
+    PATH_CALL(REC_WRITE, int, -1, AT_FDCWD, path, F_WRITE, CALLI(lremovexattr, (p, name)));
 }
 
 EXPORT int inotify_add_watch(int fd, const char *path, uint32_t mask)
 {
     unsigned how = (mask & IN_DONT_FOLLOW) ? 0 : F_FOLLOW;
-    PATH_CALL(int, -1, AT_FDCWD, path, how, CALLI(inotify_add_watch, (fd, p, mask)));
+    PATH_CALL(REC_STAT, int, -1, AT_FDCWD, path, how, CALLI(inotify_add_watch, (fd, p, mask)));
 }
 
 /* Temporary files: the template is translated, filled in by glibc, and the
@@ -850,6 +905,7 @@ EXPORT int inotify_add_watch(int fd, const char *path, uint32_t mask)
             size_t tl_ = pm_strlen(tmpl), bl_ = pm_strlen(b_), n_ = tl_ < bl_ ? tl_ : bl_;      \
             memcpy((tmpl) + tl_ - n_, b_ + bl_ - n_, n_);                                       \
         }                                                                                       \
+        RECORD(REC_WRITE, AT_FDCWD, (tmpl), r_ == (failv));                                     \
         return r_;                                                                              \
     } while (0)
 
@@ -880,11 +936,17 @@ EXPORT char *mkdtemp(char *tmpl)
     const char *p;
     if (map_path(AT_FDCWD, tmpl, b, F_CREATE, &p) < 0)
         return NULL;
-    if (p == tmpl)
-        return CALLP(mkdtemp, (tmpl));
-    char *r = CALLP(mkdtemp, (b));
-    size_t tl = pm_strlen(tmpl), bl = pm_strlen(b), n = tl < bl ? tl : bl;
-    memcpy(tmpl + tl - n, b + bl - n, n);
-    return r ? tmpl : NULL;
+    char *r;
+    if (p == tmpl) {
+        r = CALLP(mkdtemp, (tmpl));
+    } else {
+        r = CALLP(mkdtemp, (b));
+        size_t tl = pm_strlen(tmpl), bl = pm_strlen(b), n = tl < bl ? tl : bl;
+        memcpy(tmpl + tl - n, b + bl - n, n);
+        if (r)
+            r = tmpl;
+    }
+    RECORD(REC_WRITE, AT_FDCWD, tmpl, !r);
+    return r;
 }
 

@@ -112,6 +112,21 @@ static inline long nbs_munmap(void *addr, unsigned long len)
 {
     return NBS_SC(__NR_munmap, addr, len, 0, 0, 0, 0);
 }
+static inline long nbs_fcntl(int fd, int cmd, long arg)
+{
+    return NBS_SC(__NR_fcntl, fd, cmd, arg, 0, 0, 0);
+}
+#ifndef __NR_close_range
+#define __NR_close_range 436
+#endif
+static inline long nbs_close_range(unsigned first, unsigned last, unsigned flags)
+{
+    return NBS_SC(__NR_close_range, first, last, flags, 0, 0, 0);
+}
+static inline long nbs_fchdir(int fd)
+{
+    return NBS_SC(__NR_fchdir, fd, 0, 0, 0, 0, 0);
+}
 static inline long nbs_sched_yield(void)
 {
     return NBS_SC(__NR_sched_yield, 0, 0, 0, 0, 0, 0);
