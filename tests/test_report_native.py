@@ -18,6 +18,8 @@ The record must hold one line per access, in the contract's format
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -340,3 +342,26 @@ def test_fakechroot_engine_unchanged_without_report(native, store, work, tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "open: ok\nrun: ok\n"
 
+
+
+# ---------------------------------------------------------------------------
+# the pure core (record.c)
+
+
+def test_record_core_under_asan_and_ubsan(tmp_path):
+    cc = shutil.which("clang") or shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.skip("no C compiler")
+    src = REPO / "native" / "fakechroot"
+    exe = tmp_path / "test_record"
+    subprocess.run(
+        [cc, "-std=gnu11", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE",
+         "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
+         "-I", str(src), str(src / "test" / "test_record.c"), str(src / "record.c"),
+         str(src / "pathmap.c"), "-o", str(exe)],
+        check=True,
+    )
+    env = {"ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1"}
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"\d+ checks, 0 failures\n", proc.stdout), proc.stdout
