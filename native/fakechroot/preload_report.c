@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stddef.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -384,12 +385,30 @@ static __attribute__((noinline, cold)) void rec_connect(int fd, const struct soc
     errno = saved;
 }
 
+/* The result of a non-blocking connect that is under way (EINPROGRESS):
+ * 0 when the socket is already writable without an error (a local peer
+ * usually answers at once), else unknown.  A poll with no timeout changes
+ * nothing; SO_ERROR would (reading it clears the error the program waits
+ * for). */
+static int in_progress(int fd, int err)
+{
+    if (err != EINPROGRESS || !RECORDING())
+        return err;
+    int saved = errno;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int r = poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP))
+                ? 0
+                : REC_UNKNOWN;
+    errno = saved;
+    return r;
+}
+
 /* glibc declares the address a transparent union for C with _GNU_SOURCE */
 EXPORT int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)
 {
     ENSURE();
     int r = CALLI(connect, (fd, addr, len));
     if (RECORDING())
-        rec_connect(fd, addr.__sockaddr__, len, r < 0 ? errno : 0);
+        rec_connect(fd, addr.__sockaddr__, len, r < 0 ? in_progress(fd, errno) : 0);
     return r;
 }
