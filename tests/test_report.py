@@ -249,6 +249,33 @@ def by_key(report: dict) -> dict[tuple[str, str], dict]:
     return {(a["path"], a["op"]): a for a in report["accesses"]}
 
 
+#: Writes a record of its own to the report's descriptor, prints the recorders' variables.
+SELF_RECORDING = r"""
+import json, os
+fd = int(os.environ["NBSANDBOX_REPORT_FD"])
+os.write(fd, b"preload\topen\t0\t1\tself\t/self/recorded\n")
+print(json.dumps({k: os.environ.get(k, "") for k in ("NBSANDBOX_REPORT_SKIP", "LD_PRELOAD")}))
+"""
+
+
+def test_the_descriptor_and_variables_reach_the_program(python_pack, engine, host):
+    """The launch plumbing under each engine, whatever the recorders do: the program
+    inherits the descriptor (through bubblewrap, PRoot, the launcher) and the skip list."""
+    target = host["work"] / "r.json"
+    proc = nbsandbox(host, "run", "--root", str(python_pack.path), "--engine", engine,
+                     "--report", str(target), "--", "python3", "-c", SELF_RECORDING)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    skip = seen["NBSANDBOX_REPORT_SKIP"].split(":")
+    assert skip[0] == "/gnu/store" and str(python_pack.path / "gnu" / "store") in skip[:3]
+    if engine != "fakechroot":  # there the preload library is loaded already, unseen
+        assert "nbs-preload.so" in seen["LD_PRELOAD"]
+    report = document.load(str(target))
+    assert by_key(report)[("/self/recorded", "open")]["programs"] == ["self"]
+    assert report["run"]["engine"] == engine
+    assert sorted(p.name for p in host["work"].iterdir()) == ["r.json"]  # raw file removed
+
+
 @needs_recorders
 def test_report_names_the_host_paths_and_no_store_path(python_pack, engine, host):
     target = host["work"] / "report.json"
