@@ -48,6 +48,7 @@ TARGETS: list[Target] = [
         "launch/main.c", "launch/util.c", "launch/userns.c", "launch/userns_view.c",
         "launch/supervise.c", "launch/report.c", "launch/janitor.c", "launch/seccomp.c",
         "launch/reap.c", "launch/landlock.c", "common/execpath.c",
+        "launch/notify.c", "launch/notify_calls.c", "launch/notify_record.c", "launch/notify_run.c",
         # A pack's programs are hard links to this very binary (launch/wrap.h):
         # static, so that it runs on any host, from any pack.
         "launch/wrap.c", "launch/wrap_conf.c", "launch/wrap_fakechroot.c",

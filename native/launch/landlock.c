@@ -180,12 +180,14 @@ void landlock_apply(const struct landlock_req *req)
 }
 
 /* nbs-launch restrict [--allow-read P]... [--allow-write P]... [--no-network]
- *                     [--argv0 NAME] -- PROGRAM [ARG...]
- * For engines that otherwise start the program directly: restrict, then exec. */
+ *                     [--report-seccomp] [--argv0 NAME] -- PROGRAM [ARG...]
+ * For engines that otherwise start the program directly: restrict, then exec
+ * (with --report-seccomp: fork it and stay as its supervisor, notify_run.c). */
 int cmd_restrict(int argc, char **argv)
 {
     struct landlock_req req = {0};
     const char *argv0 = NULL;
+    bool report_seccomp = false;
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -199,15 +201,22 @@ int cmd_restrict(int argc, char **argv)
             argv0 = argv[++i];
             continue;
         }
+        if (!strcmp(a, REPORT_SECCOMP_OPTION)) {
+            report_seccomp_prepare();
+            report_seccomp = true;
+            continue;
+        }
         die("restrict: unknown option %s", a);
     }
     if (i >= argc)
         die("restrict: no program given (usage: nbs-launch restrict [OPTIONS] -- PROGRAM [ARG...])");
-    landlock_apply(&req);
     char **pargv = argv + i;
     const char *program = argv[i];
     if (argv0)
         pargv[0] = (char *)argv0;
+    if (report_seccomp)
+        report_seccomp_run(program, pargv, &req);
+    landlock_apply(&req);
     return exec_program(program, pargv);
 }
 

@@ -29,6 +29,9 @@ static const char usage[] =
     "         --allow-write PATH      read, write, create and remove beneath PATH\n"
     "         --no-network            no TCP bind or connect\n"
     "         --allow-loader /DIR/P   also read /DIR/P<parent pid>-* (PRoot's loader; report)\n"
+    "         --report-seccomp        record the program's file and connect system calls on\n"
+    "                                 $NBSANDBOX_REPORT_FD, except under $NBSANDBOX_REPORT_SKIP\n"
+    "                                 (docs/access.md); the launcher stays as its parent\n"
     "\n"
     "Failures of nbs-launch itself exit with 125; a program that cannot be\n"
     "executed gives 126, one that is not found 127.\n";

@@ -158,6 +158,29 @@ void landlock_apply(const struct landlock_req *req);
 int cmd_restrict(int argc, char **argv);
 int cmd_landlock_abi(void);
 
+/* notify.c, notify_run.c: --report-seccomp (userns, report, restrict).  The
+ * program runs under a seccomp filter that hands its path-taking and connect
+ * system calls to a supervisor thread of the launcher (its parent), which
+ * records them on $NBSANDBOX_REPORT_FD and lets them continue. */
+#define REPORT_SECCOMP_OPTION "--report-seccomp"
+/* While parsing: read and check $NBSANDBOX_REPORT_FD and $NBSANDBOX_REPORT_SKIP
+ * (dies if the fd is missing or not writable). */
+void report_seccomp_prepare(void);
+/* Before fork: the channel the listener travels on (SV[0] parent, SV[1] child). */
+void report_seccomp_channel(int sv[2]);
+/* In the child, last thing before exec: install the filter and hand its
+ * listener to the parent over SOCK (closed).  Dies on failure. */
+void report_seccomp_install(int sock);
+/* In the parent: receive the listener over SOCK (closed) and serve it in a
+ * thread of its own until no filtered process is left.  Nothing if the child
+ * died before sending it. */
+void report_seccomp_serve(int sock);
+/* userns and restrict, which otherwise exec the program in place: fork it
+ * under the filter (after REQ's Landlock restrictions), serve, forward
+ * signals, and end with its status once it and its descendants have ended. */
+_Noreturn void report_seccomp_run(const char *program, char **argv,
+                                  const struct landlock_req *req);
+
 /* reap.c: the program's descendants.  descendants_adopt() before starting
  * it (orphans in its tree become our children); descendants_end() once it
  * has ended: SIGTERM to each one left, SIGKILL after GRACE_MS, returns when

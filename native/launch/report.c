@@ -10,7 +10,13 @@
  * SIGTERM, then SIGKILL after GRACE_MS (see reap.c).  With
  * --deny-untranslated, the program runs under the seccomp filter of
  * seccomp.c (for PRoot); with --allow-read, --allow-write or --no-network,
- * under the Landlock restrictions of landlock.c.
+ * under the Landlock restrictions of landlock.c; with --report-seccomp, its
+ * file and connect system calls are recorded by a thread of the reporter
+ * (notify.c).  Under PRoot that needs PROOT_NO_SECCOMP=1: a USER_NOTIF
+ * verdict takes precedence over the SECCOMP_RET_TRACE of PRoot's own filter,
+ * which would then not translate those calls.  Without its filter PRoot
+ * translates at the ptrace stop on system call entry, before seccomp, so the
+ * supervisor sees the translated (host) paths.
  */
 #include "nbs.h"
 
@@ -68,7 +74,7 @@ int cmd_report(int argc, char **argv)
 {
     int fd = -1;
     const char *argv0 = NULL;
-    bool deny_untranslated = false;
+    bool deny_untranslated = false, report_seccomp = false;
     struct landlock_req restrictions = {0};
     int i = 1;
     for (; i < argc; i++) {
@@ -81,6 +87,11 @@ int cmd_report(int argc, char **argv)
             continue;
         if (!strcmp(a, "--deny-untranslated")) {
             deny_untranslated = true;
+            continue;
+        }
+        if (!strcmp(a, REPORT_SECCOMP_OPTION)) {
+            report_seccomp_prepare();
+            report_seccomp = true;
             continue;
         }
         if (i + 1 >= argc)
@@ -144,6 +155,9 @@ int cmd_report(int argc, char **argv)
     if (argv0)
         pargv[0] = (char *)argv0;
 
+    int sv[2] = {-1, -1};
+    if (report_seccomp)
+        report_seccomp_channel(sv);
     descendants_adopt();
     /* The supervisor signals the child as soon as "P" names it, maybe before
      * the child has given the program its dispositions back: a signal caught
@@ -176,9 +190,20 @@ int cmd_report(int argc, char **argv)
             die_err(errno, NULL, "report: installing the seccomp filter");
         /* Paths as the program sees them (inside the wrapper's view). */
         landlock_apply(&restrictions);
+        /* Last: the setup's own calls are not the program's.  The reporter,
+         * its parent, is the supervisor (notify.c). */
+        if (report_seccomp) {
+            close(sv[0]);
+            close(status_fd);
+            report_seccomp_install(sv[1]);
+        }
         _exit(exec_program(program, pargv));
     }
     (void)sigprocmask(SIG_SETMASK, &mask, NULL);
+    if (report_seccomp) {
+        close(sv[1]);
+        report_seccomp_serve(sv[0]);
+    }
     /* Both sides set the group, so that it exists when "P" arrives.  EACCES:
      * the child has already exec'd (and so set it itself). */
     (void)setpgid(child, child);

@@ -125,7 +125,7 @@ int cmd_userns(int argc, char **argv)
     ops = xcalloc((size_t)argc, sizeof *ops);
     size_t nops = 0;
     const char *chdir_to = NULL, *argv0 = NULL;
-    bool probe = false;
+    bool probe = false, report_seccomp = false;
     struct landlock_req restrictions = {0};
     int i = 1;
     for (; i < argc; i++) {
@@ -138,6 +138,11 @@ int cmd_userns(int argc, char **argv)
             continue;
         if (!strcmp(a, "--probe")) {
             probe = true;
+            continue;
+        }
+        if (!strcmp(a, REPORT_SECCOMP_OPTION)) {
+            report_seccomp_prepare();
+            report_seccomp = true;
             continue;
         }
         if (a[0] != '-' || a[1] != '-')
@@ -209,15 +214,18 @@ int cmd_userns(int argc, char **argv)
         die_err(errno, NULL, "chdir /");
     }
 
+    const char *program = probe ? NULL : argv[i];
+    char **prog_argv = argv + i;
+    if (argv0 && !probe)
+        prog_argv[0] = (char *)argv0;
+    /* The launcher stays as the supervisor; Landlock binds the program only. */
+    if (report_seccomp && !probe)
+        report_seccomp_run(program, prog_argv, &restrictions);
+
     /* Paths as the sandbox sees them, now that its tree is in place. */
     landlock_apply(&restrictions);
 
     if (probe)
         return 0;
-
-    const char *program = argv[i];
-    char **prog_argv = argv + i;
-    if (argv0)
-        prog_argv[0] = (char *)argv0;
     return exec_program(program, prog_argv);
 }
