@@ -166,6 +166,8 @@ int cmd_landlock_abi(void);
 /* While parsing: read and check $NBSANDBOX_REPORT_FD and $NBSANDBOX_REPORT_SKIP
  * (dies if the fd is missing or not writable). */
 void report_seccomp_prepare(void);
+/* Under PRoot (pid WRAPPER_PID): its loader's exec events are not recorded. */
+void record_skip_loader(long wrapper_pid);
 /* Before fork: the channel the listener travels on (SV[0] parent, SV[1] child). */
 void report_seccomp_channel(int sv[2]);
 /* In the child, last thing before exec: install the filter and hand its

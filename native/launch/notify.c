@@ -407,6 +407,8 @@ static void handle(int listener, const struct seccomp_notif *req)
     uint64_t id = req->id;
     if (n > 0 && ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0) {
         for (int k = 0; k < n; k++) {
+            if (ev[k].op == OP_EXEC && record_is_loader(ev[k].path))
+                continue;
             char result[16];
             result_of(&ev[k], result);
             record_write(ev[k].op, result, who.tgid, who.name, ev[k].path);

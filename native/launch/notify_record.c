@@ -57,6 +57,20 @@ void report_seccomp_prepare(void)
     }
 }
 
+static char loader_prefix[64];
+
+void record_skip_loader(long wrapper_pid)
+{
+    snprintf(loader_prefix, sizeof loader_prefix, "prooted-%ld-", wrapper_pid);
+}
+
+bool record_is_loader(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    return loader_prefix[0] && base &&
+           !strncmp(base + 1, loader_prefix, strlen(loader_prefix));
+}
+
 bool record_skipped(const char *path)
 {
     for (size_t k = 0; k < nskip; k++) {

@@ -13,6 +13,10 @@
 /* Whether PATH (absolute, normalised) is under a $NBSANDBOX_REPORT_SKIP prefix. */
 bool record_skipped(const char *path);
 
+/* PRoot executes its loader, DIR/prooted-<PRoot's pid>-*, in place of every
+ * program: those exec events are not the program's (record_is_loader). */
+bool record_is_loader(const char *path);
+
 /* One record line: "seccomp\tOP\tRESULT\tPID\tPROGRAM\tPATH\n", escaped and cut
  * as the contract says, with one write(2). */
 void record_write(enum notify_op op, const char *result, long pid, const char *program,

@@ -158,6 +158,8 @@ int cmd_report(int argc, char **argv)
     int sv[2] = {-1, -1};
     if (report_seccomp)
         report_seccomp_channel(sv);
+    if (report_seccomp && deny_untranslated)
+        record_skip_loader((long)parent); /* PRoot: our parent */
     descendants_adopt();
     /* The supervisor signals the child as soon as "P" names it, maybe before
      * the child has given the program its dispositions back: a signal caught
