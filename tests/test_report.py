@@ -394,36 +394,66 @@ def test_report_command_bad_file_is_one_line(host):
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-@pytest.mark.skipif(not SECCOMP, reason="the launcher's --report-seccomp has not been built")
-@needs_recorders
-def test_static_program_accesses_are_recorded(python_pack, host, tmp_path):
-    """A static program (busybox-like: a tiny static C program) started through userns."""
-    from nbsandbox.engines import get_engine
+#: A static C program: reads /etc/hostname, tests for a missing file, lists $HOME.
+STATIC = r"""
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(void)
+{
+    char buf[64];
+    int fd = open("/etc/hostname", O_RDONLY);
+    if (fd >= 0) { (void)!read(fd, buf, sizeof buf); close(fd); }
+    DIR *d = opendir(getenv("HOME"));
+    if (d) closedir(d);
+    return access("/nonexistent-static", F_OK) == 0;
+}
+"""
 
-    if not get_engine("userns").probe().available:
-        pytest.skip("userns does not work here")
-    cc = next((c for c in ("cc", "gcc") if subprocess.run(["which", c], capture_output=True)
-               .returncode == 0), None)
-    if cc is None:
+
+@pytest.fixture(scope="module")
+def static_root(tmp_path_factory):
+    """<root>/gnu/store/<item>/bin/static-probe, a static program, readable by everyone."""
+    import shutil
+
+    from nbsandbox.store import StoreRoot
+
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
         pytest.skip("no C compiler to build a static program")
-    src = tmp_path / "s.c"
-    src.write_text('#include <fcntl.h>\n#include <unistd.h>\nint main(void){'
-                   'int fd = open("/etc/hostname", O_RDONLY); if (fd >= 0) close(fd);'
-                   'return access("/nonexistent-static", F_OK) == 0;}\n')
-    exe = host["work"] / "static-prog"
-    built = subprocess.run([cc, "-static", "-O1", "-o", str(exe), str(src)],
+    base = Path(unpriv.world_tmpdir(str(tmp_path_factory.mktemp("static-report"))))
+    (base / "probe.c").write_text(STATIC)
+    exe = base / "root" / "gnu" / "store" / "0123456789abcdfghijklmnpqrsvwxyz-static-1" / \
+        "bin" / "static-probe"
+    exe.parent.mkdir(parents=True)
+    built = subprocess.run([cc, "-static", "-O1", "-o", str(exe), str(base / "probe.c")],
                            capture_output=True, text=True)
     if built.returncode != 0:
-        pytest.skip(f"cannot link a static program: {built.stderr.strip()[-200:]}")
-    os.chmod(exe, 0o755)
+        pytest.skip(f"cannot link a static program (install libc6-dev): "
+                    f"{built.stderr.strip()[-200:]}")
+    for path in base.rglob("*"):
+        path.chmod(0o755 if path.is_dir() or path == exe else 0o644)
+    return StoreRoot.open(base / "root"), str(exe)[len(str(base / "root")):]
+
+
+@pytest.mark.skipif(not SECCOMP, reason="the launcher's --report-seccomp has not been built")
+def test_static_program_accesses_are_recorded(static_root, engine, host):
+    """A static program loads no preload library: the launcher's seccomp recorder sees it."""
+    if engine == "fakechroot":
+        pytest.skip("fakechroot cannot run static programs")
+    root, program = static_root
     target = host["work"] / "r.json"
-    proc = nbsandbox(host, "run", "--root", str(python_pack.path), "--engine", "userns",
-                     "--report", str(target), "--", str(exe))
+    proc = nbsandbox(host, "run", "--root", str(root.path), "--engine", engine,
+                     "--report", str(target), "--", program)
     assert proc.returncode == 0, proc.stderr
     report = document.load(str(target))
     seen = by_key(report)
-    assert ("/etc/hostname", "open") in seen and "seccomp" in report["run"]["mechanisms"]
+    assert "seccomp" in report["run"]["mechanisms"], report["run"]
+    assert ("/etc/hostname", "open") in seen and (str(host["home"]), "list") in seen, seen
     assert seen[("/nonexistent-static", "stat")]["failed"] == {"ENOENT": 1}
+    assert not any(a["path"].startswith(("/gnu/store", str(root.path)))
+                   for a in report["accesses"])
 
 
 # -- the magic -------------------------------------------------------------------------------
