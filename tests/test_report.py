@@ -495,3 +495,37 @@ def test_magic_shows_the_grouped_report_under_the_output(shell_root, tmp_path, m
                               "true")
         finally:
             ip.run_line_magic("unload_ext", "nbsandbox")
+
+
+# -- kernels -----------------------------------------------------------------------------------
+
+
+@needs_recorders
+def test_kernel_writes_its_report_at_shutdown(jupyter_dirs, kernel_root, engines_for_nobody,
+                                              tmp_path):
+    """SandboxPolicy.report_dir: a kernel the provisioner starts writes <kernel_id>.json."""
+    from jupyter_client.manager import KernelManager
+    from jupyter_fixtures import execute, packed_spec
+
+    if engines_for_nobody.get("userns", "not built"):
+        pytest.skip(f"userns: {engines_for_nobody.get('userns', 'not built')}")
+    reports = Path(unpriv.world_tmpdir(str(tmp_path))) / "reports"
+    reports.mkdir()
+    name = jupyter_dirs.write_spec("reported", packed_spec(kernel_root, "userns",
+                                                           report_dir=str(reports)))
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        reply, out = execute(kc, "print(len(open('/etc/hostname').read()) > 0)")
+        assert reply["status"] == "ok" and out.strip() == "True", out
+        assert [p.suffix for p in reports.iterdir()] == [".raw"]  # recording, no report yet
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
+    assert [p.name for p in reports.iterdir()] == [f"{km.kernel_id}.json"]
+    report = document.load(str(reports / f"{km.kernel_id}.json"))
+    assert ("/etc/hostname", "open") in by_key(report)
+    assert report["run"]["engine"] == "userns"
