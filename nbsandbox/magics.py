@@ -163,6 +163,9 @@ class SandboxMagics(Magics, SandboxPolicy):
         ``%sandbox [options] [ENGINE] [--] PROGRAM [ARGS...]`` runs PROGRAM (a name in
         the root's ``bin/`` or a store path) with ARGS, without a shell.
 
+        ``--report`` shows the host paths the run used, grouped, under its output
+        (``--report=FILE.json`` also writes them there; docs/access.md).
+
         Examples::
 
             %%sandbox userns --root py311
@@ -287,6 +290,8 @@ class SandboxMagics(Magics, SandboxPolicy):
         from nbsandbox.plan import parse_env
 
         policy = self._policy_for(args)
+        if args.report and args.engine is None and args.report in policy.engine_choices():
+            args.engine, args.report = args.report, ""  # "--report userns": the engine
         if args.engine is not None:  # the cell's flags first, before its root is opened
             policy.check_engine(args.engine, _SOURCE)
         if args.proc and not args.bg:

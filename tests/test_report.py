@@ -488,6 +488,14 @@ def test_magic_shows_the_grouped_report_under_the_output(shell_root, tmp_path, m
     if RECORDERS:
         assert "/etc/hostname" in shown[0]["text/plain"]
         assert by_key(report)[(str(tmp_path / "written"), "write")]["group"] == "cwd"
+    with capture_output() as captured:  # "--report ENGINE": the engine, not a file name
+        ip.run_line_magic("load_ext", "nbsandbox")
+        try:
+            ip.run_cell_magic("sandbox", f"--root {shell_root.path} --report userns", "true")
+        finally:
+            ip.run_line_magic("unload_ext", "nbsandbox")
+    assert "under userns" in captured.outputs[0].data["text/plain"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.json", "written"]
     with pytest.raises(Exception, match="not --bg"):
         ip.run_line_magic("load_ext", "nbsandbox")
         try:
