@@ -179,7 +179,7 @@ struct caller {
 
 /* The process (not the thread) and its program's short name: the basename
  * of its executable, or its "comm" (cut at 15 bytes) when that is unknown. */
-static void identify(struct caller *c)
+static void identify_from_proc(struct caller *c)
 {
     char path[64], buf[1024];
     c->tgid = c->tid;
@@ -215,6 +215,48 @@ static void identify(struct caller *c)
         memcpy(c->name, base, len);
         c->name[len] = '\0';
     }
+}
+
+/* What identify_from_proc() found, per thread id, while the process lives:
+ * reading /proc/PID/status costs more than the rest of a notification (and
+ * under PRoot every system call of the supervisor is traced).  A pidfd of the
+ * process tells, with one poll, whether it has ended, after which its pid may
+ * name another process; an exec makes its name stale (forget_process()).  A
+ * thread id reused by another process while the cached one still lives could
+ * show the old name: rare, and only the name. */
+#define NCACHE 64
+static struct {
+    struct caller who;
+    int pidfd; /* -1: empty slot */
+} cache[NCACHE] = {[0 ... NCACHE - 1] = {.pidfd = -1}};
+
+static void identify(struct caller *c)
+{
+    unsigned slot = (unsigned)c->tid % NCACHE;
+    if (cache[slot].pidfd >= 0 && cache[slot].who.tid == c->tid) {
+        struct pollfd p = {.fd = cache[slot].pidfd, .events = POLLIN};
+        if (poll(&p, 1, 0) == 0) {
+            *c = cache[slot].who;
+            return;
+        }
+    }
+    identify_from_proc(c);
+    if (cache[slot].pidfd >= 0)
+        close(cache[slot].pidfd);
+    cache[slot].who = *c;
+    cache[slot].pidfd = (int)syscall(__NR_pidfd_open, (pid_t)c->tgid, 0);
+    if (cache[slot].pidfd >= 0)
+        (void)fcntl(cache[slot].pidfd, F_SETFD, FD_CLOEXEC);
+}
+
+/* PROCESS is executing a new program: its name is to be read again. */
+static void forget_process(long tgid)
+{
+    for (size_t k = 0; k < NCACHE; k++)
+        if (cache[k].pidfd >= 0 && cache[k].who.tgid == tgid) {
+            close(cache[k].pidfd);
+            cache[k].pidfd = -1;
+        }
 }
 
 /* ---- one notification ---------------------------------------------------- */
@@ -399,8 +441,14 @@ static void handle(int listener, const struct seccomp_notif *req)
 {
     struct caller who = {.tid = (pid_t)req->pid};
     struct event ev[2];
+    const struct notify_call *c = notify_call_of(req->data.nr);
+    bool exec = c && c->op == OP_EXEC;
     int n = decode(req, &who, ev);
-    if (n > 0 && who.tgid == 0)
+    /* An exec (rare) reads /proc afresh: the cache may not know this thread,
+     * and every entry of its process is to be forgotten. */
+    if (exec)
+        identify_from_proc(&who);
+    else if (n > 0 && who.tgid == 0)
         identify(&who);
     /* Still the same call of the same process?  (Else the pid may already
      * name another process, and the memory read was someone else's.) */
@@ -414,6 +462,8 @@ static void handle(int listener, const struct seccomp_notif *req)
             record_write(ev[k].op, result, who.tgid, who.name, ev[k].path);
         }
     }
+    if (exec)
+        forget_process(who.tgid);
     struct seccomp_notif_resp resp = {.id = req->id, .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE};
     /* ENOENT: the caller is gone or was interrupted; nothing to answer. */
     (void)ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
