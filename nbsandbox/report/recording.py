@@ -218,7 +218,11 @@ def start(launch: Launch, target: str | None, ignore: Iterable[str] = ()) -> Rec
     """Set ``launch.command`` up to record, and return the recording.
 
     ``target``: the checked report path (:func:`check_target`), ``None`` to keep the
-    report in memory only; ``ignore``: more absolute prefixes never recorded."""
+    report in memory only; ``ignore``: more absolute prefixes never recorded.  What
+    can fail (a missing native component) fails before the raw file is made."""
+    preload, audit = str(native_path("nbs-preload.so")), str(native_path("nbs-audit.so"))
+    if launch.program.is_static:
+        native_path("nbs-launch")
     command = launch.command
     engine = command.engine
     plan = launch.plan
@@ -228,8 +232,8 @@ def start(launch: Launch, target: str | None, ignore: Iterable[str] = ()) -> Rec
     env[SKIP_VAR] = ":".join(skip_prefixes(launch, ignore))
     mechanisms = ["preload", "audit"]
     if engine not in PRELOADED_ENGINES:
-        _prepend(env, "LD_PRELOAD", str(native_path("nbs-preload.so")))
-        _prepend(env, "LD_AUDIT", str(native_path("nbs-audit.so")))
+        _prepend(env, "LD_PRELOAD", preload)
+        _prepend(env, "LD_AUDIT", audit)
     command = Command(command.argv, env, engine, command.executable, (*command.fds, fd))
     if launch.program.is_static:
         command = _with_seccomp(command)
