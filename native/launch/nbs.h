@@ -177,6 +177,11 @@ void report_seccomp_install(int sock);
  * thread of its own until no filtered process is left.  Nothing if the child
  * died before sending it. */
 void report_seccomp_serve(int sock);
+/* Serve listener FD in a thread (once per process; a second one is closed). */
+void report_seccomp_start(int fd);
+/* The descriptor an SCM_RIGHTS message in MSG carries, or -1. */
+struct msghdr;
+int report_seccomp_take_listener(struct msghdr *msg);
 /* userns and restrict, which otherwise exec the program in place: fork it
  * under the filter (after REQ's Landlock restrictions), serve, forward
  * signals, and end with its status once it and its descendants have ended. */

@@ -88,8 +88,10 @@ void report_seccomp_install(int sock)
                            : "the kernel needs seccomp user notification, Linux 5.5",
                 "%s: installing the seccomp filter", REPORT_SECCOMP_OPTION);
     }
-    char data = 'L';
-    struct iovec iov = {.iov_base = &data, .iov_len = 1};
+    /* A line of its own: on the status socket (PRoot, report.c) the
+     * supervisor reads lines. */
+    char data[] = "L\n";
+    struct iovec iov = {.iov_base = data, .iov_len = 2};
     union {
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
@@ -105,8 +107,9 @@ void report_seccomp_install(int sock)
     ssize_t n;
     while ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
         ;
-    if (n != 1)
-        die_err(errno, NULL, "%s: handing the listener to the supervisor", REPORT_SECCOMP_OPTION);
+    if (n != 2)
+        die_err(n < 0 ? errno : EIO, NULL, "%s: handing the listener to the supervisor",
+                REPORT_SECCOMP_OPTION);
     /* The program must not hold it. */
     close(listener);
     close(sock);
@@ -501,10 +504,23 @@ static void *serve(void *arg)
     return NULL;
 }
 
+int report_seccomp_take_listener(struct msghdr *msg)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+            c->cmsg_len != CMSG_LEN(sizeof(int)))
+            continue;
+        int fd;
+        memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        return fd;
+    }
+    return -1;
+}
+
 void report_seccomp_serve(int sock)
 {
-    char data;
-    struct iovec iov = {.iov_base = &data, .iov_len = 1};
+    char data[2];
+    struct iovec iov = {.iov_base = data, .iov_len = sizeof data};
     union {
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
@@ -515,10 +531,18 @@ void report_seccomp_serve(int sock)
     while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
         ;
     close(sock);
-    struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
-    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-        return; /* the child died before: its status tells why */
-    memcpy(&listener, CMSG_DATA(c), sizeof listener);
+    int fd = n > 0 ? report_seccomp_take_listener(&msg) : -1;
+    if (fd >= 0) /* else the child died before: its status tells why */
+        report_seccomp_start(fd);
+}
+
+void report_seccomp_start(int fd)
+{
+    if (listener >= 0) {
+        close(fd); /* one listener per run */
+        return;
+    }
+    listener = fd;
     struct seccomp_notif_sizes sizes;
     if (syscall(__NR_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) != 0)
         die_err(errno, NULL, "%s: SECCOMP_GET_NOTIF_SIZES", REPORT_SECCOMP_OPTION);

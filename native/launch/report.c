@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -155,11 +156,17 @@ int cmd_report(int argc, char **argv)
     if (argv0)
         pargv[0] = (char *)argv0;
 
+    /* Under PRoot (--deny-untranslated) the listener goes out to the
+     * supervisor, PRoot's parent, on the status socket: every system call of
+     * a supervisor inside PRoot would be traced too, ten of them per record.
+     * Inside bubblewrap (or with a status pipe) the reporter serves it: it
+     * sees the sandbox's mount tree and pids as the program does. */
+    struct stat st;
+    bool serve_outside = report_seccomp && deny_untranslated && fstat(status_fd, &st) == 0 &&
+                         S_ISSOCK(st.st_mode);
     int sv[2] = {-1, -1};
-    if (report_seccomp)
+    if (report_seccomp && !serve_outside)
         report_seccomp_channel(sv);
-    if (report_seccomp && deny_untranslated)
-        record_skip_loader((long)parent); /* PRoot: our parent */
     descendants_adopt();
     /* The supervisor signals the child as soon as "P" names it, maybe before
      * the child has given the program its dispositions back: a signal caught
@@ -194,7 +201,9 @@ int cmd_report(int argc, char **argv)
         landlock_apply(&restrictions);
         /* Last: the setup's own calls are not the program's.  The reporter,
          * its parent, is the supervisor (notify.c). */
-        if (report_seccomp) {
+        if (serve_outside) {
+            report_seccomp_install(status_fd);
+        } else if (report_seccomp) {
             close(sv[0]);
             close(status_fd);
             report_seccomp_install(sv[1]);
@@ -202,7 +211,7 @@ int cmd_report(int argc, char **argv)
         _exit(exec_program(program, pargv));
     }
     (void)sigprocmask(SIG_SETMASK, &mask, NULL);
-    if (report_seccomp) {
+    if (report_seccomp && !serve_outside) {
         close(sv[1]);
         report_seccomp_serve(sv[0]);
     }

@@ -9,7 +9,7 @@
  *   └── janitor (only with --tmpdir), see janitor.c
  *
  * Signals are handled synchronously: they are blocked and read from a
- * signalfd in the poll loop, together with the status pipe.
+ * signalfd in the poll loop, together with the status socket.
  */
 #include "nbs.h"
 
@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -114,12 +115,27 @@ static void parse_line(struct state *s, const char *line)
     }
 }
 
-/* Read what the status pipe has; false at end-of-file (or error). */
+/* Read what the status socket has; false at end-of-file (or error).  The
+ * program may send its --report-seccomp listener along (see report.c):
+ * served here, outside the wrapper. */
 static bool read_status(struct state *s, int fd)
 {
     for (;;) {
         char buf[128];
-        ssize_t n = read(fd, buf, sizeof buf);
+        struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+        union {
+            char buf[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } u;
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                             .msg_controllen = sizeof u.buf};
+        ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        int listener = n > 0 ? report_seccomp_take_listener(&msg) : -1;
+        if (listener >= 0) {
+            report_seccomp_prepare(); /* the same environment as the program's */
+            record_skip_loader((long)s->wrapper);
+            report_seccomp_start(listener);
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -260,8 +276,10 @@ int cmd_supervise(int argc, char **argv)
     }
 
     int status_pipe[2], go[2] = {-1, -1};
-    if (pipe2(status_pipe, O_CLOEXEC) != 0)
-        die_err(errno, NULL, "pipe");
+    /* A socket, not a pipe: the program can send its --report-seccomp
+     * listener out of the wrapper on it (SCM_RIGHTS). */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status_pipe) != 0)
+        die_err(errno, NULL, "socketpair");
     if (fcntl(status_pipe[0], F_SETFL, O_NONBLOCK) != 0)
         die_err(errno, NULL, "fcntl(O_NONBLOCK)");
     /* With a janitor, the wrapper waits for "go" until the janitor knows its
