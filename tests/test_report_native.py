@@ -207,7 +207,7 @@ def check_accesses(rec: Record, work: Path, servers: Servers, *, dlopen_result: 
 
 def run_host(native: Native, rec: Record, probe: str, args: list[str],
              extra: dict[str, str] | None = None,
-             skip: str | None = None) -> subprocess.CompletedProcess:
+             skip: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {
         "PATH": "/usr/bin:/bin", "LC_ALL": "C",
         "LD_PRELOAD": ":".join([*native.first, os.path.join(native.dir, "nbs-preload.so")]),
@@ -216,7 +216,7 @@ def run_host(native: Native, rec: Record, probe: str, args: list[str],
         "NBSANDBOX_REPORT_SKIP": skip if skip is not None else native.dir,
         **native.env(), **(extra or {}),
     }
-    return unpriv.run([probe, *args], env=env, pass_fds=(rec.fd,), timeout=60)
+    return unpriv.run([probe, *args], env=env, pass_fds=(rec.fd,), timeout=60, cwd=cwd)
 
 
 # ---------------------------------------------------------------------------
@@ -232,6 +232,27 @@ def test_record_only(native, host_probe, record, work, servers):
     assert record.has("audit", "dlopen", str(HOST_EXTRA_LIB), "-")
     # nothing of the skipped native directory (the preload library itself)
     assert not [r for r in record.lines() if r[5].startswith(native.dir)]
+
+
+def test_relative_paths_after_a_child_changed_directory(native, record, work):
+    """A vfork child (CPython's subprocess) that changes directory and execs a
+    relative path does not leave its working directory to its parent."""
+    other = work / "other"
+    other.mkdir()
+    shutil.copy("/bin/true", other / "tool")
+    os.chmod(other, 0o777)
+    script = ("import os, subprocess, sys\n"
+              "subprocess.run(['./tool'], cwd=sys.argv[1], check=True)\n"
+              "os.stat('here.txt') if os.path.exists('here.txt') else None\n"
+              "open('here.txt', 'w').close()\n")
+    (work / "script.py").write_text(script)
+    proc = run_host(native, record, sys.executable, [str(work / "script.py"), str(other)],
+                    extra={"PYTHONDONTWRITEBYTECODE": "1"}, cwd=work)
+    proc_cwd = work
+    assert proc.returncode == 0, proc.stderr
+    assert record.has("preload", "exec", str(other / "tool"))
+    assert record.has("preload", "write", str(proc_cwd / "here.txt"))
+    assert not [r for r in record.lines() if r[5] == str(other / "here.txt")]
 
 
 def test_skip_prefixes_are_whole_components(native, host_probe, record, work):

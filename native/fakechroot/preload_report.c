@@ -106,7 +106,11 @@ void cwd_changed(void)
     __atomic_add_fetch(&cwd_epoch, 1, __ATOMIC_ACQ_REL);
 }
 
-static int cwd_get(char *out)
+/* The working directory (the program's view) into OUT (PM_PATH_MAX).
+ * Only with PUBLISH does a miss refill the cache: the exec path does not,
+ * since in a vfork child (which may have changed directory) the cache is
+ * its parent's. */
+static int cwd_get(char *out, int publish)
 {
     unsigned epoch = __atomic_load_n(&cwd_epoch, __ATOMIC_ACQUIRE);
     unsigned seq = __atomic_load_n(&cwd_seq, __ATOMIC_ACQUIRE);
@@ -126,7 +130,7 @@ static int cwd_get(char *out)
     int r = base_dir(AT_FDCWD, out, PM_PATH_MAX);
     if (r < 0)
         return r;
-    if (!__atomic_test_and_set(&cwd_writing, __ATOMIC_ACQUIRE)) {
+    if (publish && !__atomic_test_and_set(&cwd_writing, __ATOMIC_ACQUIRE)) {
         __atomic_add_fetch(&cwd_seq, 1, __ATOMIC_ACQ_REL);
         size_t n = pm_strlen(out);
         for (size_t i = 0; i <= n; i++)
@@ -142,24 +146,24 @@ static int cwd_get(char *out)
 /* events */
 
 /* The absolute, normalised path of PATH (relative to DIRFD) in the
- * program's view, into OUT (PM_PATH_MAX). */
-static int absolute(int dirfd, const char *path, char *out)
+ * program's view, into OUT (PM_PATH_MAX); PUBLISH as for cwd_get. */
+static int absolute(int dirfd, const char *path, char *out, int publish)
 {
     char base[PM_PATH_MAX];
     if (path[0] == '/')
         return rec_normalise(out, PM_PATH_MAX, NULL, path);
-    int r = dirfd == AT_FDCWD ? cwd_get(base) : base_dir(dirfd, base, sizeof base);
+    int r = dirfd == AT_FDCWD ? cwd_get(base, publish) : base_dir(dirfd, base, sizeof base);
     if (r < 0)
         return r;
     return rec_normalise(out, PM_PATH_MAX, base, path);
 }
 
 /* Normalised absolute path of PATH into OUT; 0 when it is to be recorded. */
-static int wanted(int dirfd, const char *path, char *out)
+static int wanted(int dirfd, const char *path, char *out, int publish)
 {
     if (!MAYBE_NULL(path) || !*path || rec_quick_skip(&R, path))
         return -1;
-    if (absolute(dirfd, path, out) < 0 || rec_skipped(&R, out))
+    if (absolute(dirfd, path, out, publish) < 0 || rec_skipped(&R, out))
         return -1;
     return 0;
 }
@@ -170,7 +174,7 @@ __attribute__((noinline, cold)) void rec_path(int op, int dirfd, const char *pat
         return;
     int saved = errno;
     char abs[PM_PATH_MAX];
-    if (wanted(dirfd, path, abs) == 0)
+    if (wanted(dirfd, path, abs, op != REC_EXEC) == 0)
         rec_emit(&R, op, result, NULL, abs, pm_strlen(abs));
     errno = saved;
 }
@@ -185,7 +189,7 @@ __attribute__((noinline, cold)) int rec_exec_before(int dirfd, const char *path,
 {
     int saved = errno, done = 0;
     char abs[PM_PATH_MAX];
-    if (wanted(dirfd, path, abs) == 0 && check &&
+    if (wanted(dirfd, path, abs, 0) == 0 && check &&
         nbs_faccessat(dirfd, check, X_OK) == 0) {
         rec_emit(&R, REC_EXEC, 0, NULL, abs, pm_strlen(abs));
         done = 1;
@@ -376,7 +380,7 @@ static __attribute__((noinline, cold)) void rec_connect(int fd, const struct soc
                 k++;
             memcpy(name, un->sun_path, k);
             name[k] = '\0';
-            if (k > 0 && wanted(AT_FDCWD, name, text) == 0)
+            if (k > 0 && wanted(AT_FDCWD, name, text, 1) == 0)
                 prefix = "unix:";
         }
     }

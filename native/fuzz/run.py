@@ -28,6 +28,9 @@ TARGETS = {
                 ["-DPM_USE_LIBC"]),
     "pathmap-freestanding": ([HERE / "fuzz_pathmap.c", NATIVE / "fakechroot" / "pathmap.c"],
                              []),
+    # the access recorders' core, as both libraries use it (no libc inside)
+    "record": ([HERE / "fuzz_record.c", NATIVE / "fakechroot" / "record.c",
+                NATIVE / "fakechroot" / "pathmap.c"], []),
 }
 
 STORE = "/gnu/store"
@@ -65,6 +68,12 @@ SEEDS = {
                  FS + "PATH=/bin LD_PRELOAD=/opt/nbs/nbs-preload.so:/x\n", ""),
     "bad-config": ("nbs-fc 1\nmap r / /x\n", f"{STORE}/x", "", ""),
 }
+#: fuzz_record.c: skip list, base directory, path
+RECORD_SEEDS = {
+    "store": (f"{STORE}:{ROOT}{STORE}:/opt/nbs", "/home/u", f"{STORE}/x/../../etc/passwd"),
+    "relative": (f"{STORE}:/", "/home/u/work", "../.././a//b/./c\t\n\\"),
+    "root": ("/:relative::/a//b/", "/", "/a/b/.."),
+}
 
 
 def build(target: str, workdir: Path, cc: str) -> Path:
@@ -81,11 +90,11 @@ def build(target: str, workdir: Path, cc: str) -> Path:
     return exe
 
 
-def seed(corpus: Path) -> None:
+def seed(corpus: Path, target: str) -> None:
     corpus.mkdir(parents=True, exist_ok=True)
     if any(corpus.iterdir()):
         return
-    for name, parts in SEEDS.items():
+    for name, parts in (RECORD_SEEDS if target == "record" else SEEDS).items():
         (corpus / name).write_bytes(b"\0".join(p.encode("latin-1") for p in parts))
 
 
@@ -112,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_target(target: str, workdir: Path, args: argparse.Namespace) -> int:
     exe = build(target, workdir, args.cc)
     corpus = workdir / f"corpus-{target}"
-    seed(corpus)
+    seed(corpus, target)
     crashes = workdir / "crashes"
     crashes.mkdir(exist_ok=True)
     cmd = [str(exe), f"-max_len={args.max_len}", f"-artifact_prefix={crashes}/",
