@@ -40,8 +40,11 @@ PROBE = r"""
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <unistd.h>
 int main(int argc, char **argv)
@@ -62,6 +65,13 @@ int main(int argc, char **argv)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
     a.sin_addr.s_addr = htonl(0x7f000001);
     printf("connect=%d\n", connect(s, (struct sockaddr *)&a, sizeof a));
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    a.sin_port = htons(53);
+    (void)!connect(u, (struct sockaddr *)&a, sizeof a);
+    int x = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    memcpy(un.sun_path, "\0nbs-abstract", 13);
+    (void)!connect(x, (struct sockaddr *)&un, offsetof(struct sockaddr_un, sun_path) + 13);
     if (argc > 2) { /* a stat loop, for the cost per call */
         long n = atol(argv[2]);
         for (long i = 0; i < n; i++) stat("/etc/passwd", &st);
@@ -190,7 +200,8 @@ def test_static_program_is_recorded(static_root, engine, host):
     home, work = str(host["home"]), str(host["work"])
     expected = {("open", "/etc/hostname"), ("stat", "/etc/passwd"), ("list", home),
                 ("write", f"{home}/written"), ("stat", f"{work}/missing-relative"),
-                ("connect", f"tcp:127.0.0.1:{host['port']}")}
+                ("connect", f"tcp:127.0.0.1:{host['port']}"), ("connect", "udp:127.0.0.1:53"),
+                ("connect", "unix:@nbs-abstract")}
     assert expected <= seen, rows
     missing = [r for r in rows if r[5] == f"{work}/missing-relative"]
     assert missing[0][2] == "2", missing
@@ -262,3 +273,35 @@ def test_asan_userns(static_root, host, asan_native, monkeypatch):
     assert "AddressSanitizer" not in proc.stderr, proc.stderr
     assert proc.returncode == 3, proc.stderr
     assert ("list", str(host["home"])) in {(r[1], r[5]) for r in records(host)}
+
+
+def restrict_run(host: dict, script: str, **kw) -> subprocess.Popen:
+    """``sh -c SCRIPT`` (dynamic programs: recorded all the same) under ``restrict
+    --report-seccomp`` as the unprivileged user, with a marker in its environment."""
+    env = unpriv.unprivileged_env(home=str(host["home"]))
+    env["NBSANDBOX_REPORT_FD"] = str(host["fd"])
+    env["NBS_TEST_MARK"] = f"report-seccomp-{os.getpid()}-{host['port']}"
+    return subprocess.Popen([str(native_path("nbs-launch")), "restrict", "--report-seccomp", "--",
+                             "/bin/sh", "-c", script], env=env, pass_fds=[host["fd"]],
+                            cwd=host["work"], preexec_fn=unpriv.preexec(),
+                            stdout=subprocess.PIPE, text=True, **kw)
+
+
+def test_exec_renames_and_children_are_recorded(host):
+    """The name follows an exec; a child's calls are the child's; what the program left
+    running is ended with the run."""
+    proc = restrict_run(host, "sleep 60 & echo $!; (cat /etc/hostname >/dev/null); "
+                              "exec ls -d /etc/hostname >/dev/null")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    left = int(out.split()[0])
+    assert not os.path.exists(f"/proc/{left}"), "a process the program started outlived the run"
+    rows = records(host)
+    seen = {(r[4], r[1], r[5]) for r in rows}
+    assert ("cat", "open", "/etc/hostname") in seen, rows
+    assert ("ls", "stat", "/etc/hostname") in seen or ("ls", "open", "/etc/hostname") in seen, rows
+    execs = {(r[4], r[5]) for r in rows if r[1] == "exec"}
+    assert ("sh", "/usr/bin/ls") in execs or ("sh", "/bin/ls") in execs, execs
+    main = {r[3] for r in rows if r[1] == "exec" and r[5].endswith("/ls")}
+    cat = {r[3] for r in rows if r[4] == "cat"}
+    assert main and cat and not main & cat  # the subshell's calls are its own
