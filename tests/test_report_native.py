@@ -365,6 +365,15 @@ def test_fakechroot_engine_unchanged_without_report(native, store, work, tmp_pat
 
 
 
+def test_the_preload_library_guards_the_descriptor_and_records_connect():
+    from test_fakechroot_native import symbols
+
+    exported = symbols(native_path("nbs-preload.so"), defined=True)
+    assert {"close", "close_range", "closefrom", "dup2", "dup3", "fchdir",
+            "connect"} <= exported
+    assert not [s for s in exported if s.startswith("rec_")]
+
+
 # ---------------------------------------------------------------------------
 # the pure core (record.c)
 
