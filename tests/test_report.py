@@ -174,6 +174,28 @@ def test_recording_finish_writes_atomically_and_removes_the_raw_file(tmp_path):
     assert recording.finish(0) is report
 
 
+def test_seccomp_option_goes_into_the_launcher_step():
+    """As Landlock's options: into the launcher's own step (PRoot then without its seccomp
+    acceleration, unseen by the program), else through ``nbs-launch restrict``."""
+    from nbsandbox.engines.base import Command
+    from nbsandbox.native import native_path
+    from nbsandbox.report.recording import _tool_programs, _with_seccomp
+
+    launcher = str(native_path("nbs-launch"))
+    proot = Command([launcher, "supervise", "--", "/usr/bin/proot", "-w", "/", launcher,
+                     "report", "--fd", "3", "--", "/gnu/store/x/bin/p"], {"A": "1"}, "proot",
+                    fds=(7,))
+    out = _with_seccomp(proot)
+    i = out.argv.index("report")
+    assert out.argv[i + 1:i + 4] == ["--report-seccomp", "--unsetenv", "PROOT_NO_SECCOMP"]
+    assert out.env == {"A": "1", "PROOT_NO_SECCOMP": "1"} and out.fds == (7,)
+    assert _tool_programs(out) == ("proot",)
+    host = Command(["p", "arg"], {}, "host", executable="/gnu/store/x/bin/p")
+    assert _with_seccomp(host).argv == [launcher, "restrict", "--report-seccomp", "--argv0",
+                                        "p", "--", "/gnu/store/x/bin/p", "arg"]
+    assert _tool_programs(host) == ()
+
+
 def test_policy_report_settings(tmp_path):
     from nbsandbox.errors import PolicyError, UsageError
     from nbsandbox.policy.fold import Policy
