@@ -13,11 +13,15 @@ under a skip prefix (the store).  Contract: docs/access.md.
 from __future__ import annotations
 
 import os
+import pty
+import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -305,3 +309,47 @@ def test_exec_renames_and_children_are_recorded(host):
     main = {r[3] for r in rows if r[1] == "exec" and r[5].endswith("/ls")}
     cat = {r[3] for r in rows if r[4] == "cat"}
     assert main and cat and not main & cat  # the subshell's calls are its own
+
+
+def test_terminal_and_ctrl_c_reach_the_program(host):
+    """In a terminal the program reads it (its group has the foreground) and ^C reaches it;
+    the launcher ends as the program did."""
+    script = ("echo ask; read answer; echo \"got $answer\"; "
+              "trap 'echo got-int; exit 9' INT; echo ready; while :; do sleep 0.05; done")
+    argv = [str(native_path("nbs-launch")), "restrict", "--report-seccomp", "--", "/bin/sh",
+            "-c", script]
+    env = unpriv.unprivileged_env(home=str(host["home"]))
+    env["NBSANDBOX_REPORT_FD"] = str(host["fd"])
+    os.set_inheritable(host["fd"], True)
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child: a session with the pty as terminal
+        try:
+            unpriv.preexec()()
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(126)
+    out = b""
+
+    def expect(marker: bytes) -> None:
+        nonlocal out
+        deadline = time.monotonic() + 20
+        while marker not in out and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                out += os.read(master, 1024)
+        assert marker in out, out
+
+    status = None
+    try:
+        expect(b"ask")
+        os.write(master, b"yes\n")
+        expect(b"ready")
+        os.write(master, b"\x03")
+        expect(b"got-int")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(master)
+    assert b"got yes" in out
+    assert os.waitstatus_to_exitcode(status) == 9
