@@ -268,12 +268,14 @@ def asan_native(tmp_path_factory) -> Path:
     return out
 
 
-def test_asan_userns(static_root, host, asan_native, monkeypatch):
-    """The supervisor under AddressSanitizer (userns: fork, thread, records)."""
-    if not available("userns"):
-        pytest.skip("userns does not work on this host")
+@pytest.mark.parametrize("asan_engine", ["userns", "proot"])
+def test_asan(static_root, host, asan_native, monkeypatch, asan_engine):
+    """The supervisor under AddressSanitizer: userns (the launcher serves), proot
+    (``supervise`` serves the listener the program sent on the status socket)."""
+    if not available(asan_engine):
+        pytest.skip(f"{asan_engine} does not work on this host")
     monkeypatch.setenv("NBSANDBOX_NATIVE_DIR", str(asan_native))
-    proc = launch(static_root, "userns", host)
+    proc = launch(static_root, asan_engine, host)
     assert "AddressSanitizer" not in proc.stderr, proc.stderr
     assert proc.returncode == 3, proc.stderr
     assert ("list", str(host["home"])) in {(r[1], r[5]) for r in records(host)}
