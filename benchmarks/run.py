@@ -44,6 +44,7 @@ import argparse
 import json
 import os
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
@@ -129,22 +130,60 @@ class Runner:
             self.recording = None
 
 
-def run_out(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
+#: Engines run as this user when the bench runs as root: PRoot run by root makes
+#: the store prefix's missing parents (/gnu) in the host's own tree for the time
+#: of a run, which other users' sandboxes at the same prefix would see (and their
+#: store mounts are detached when it removes them again).
+NOBODY = 65534
+
+
+_PROOT_USER: dict[str, object] = {}
+
+
+def others_can_read(path: Path) -> bool:
+    """Whether a user other than the owner can reach ``path`` and read it."""
+    parents = [path, *path.parents]
+    return bool(path.stat().st_mode & stat.S_IROTH) and all(
+        p.stat().st_mode & stat.S_IXOTH for p in parents)
+
+
+def choose_proot_user(root: StoreRoot) -> None:
+    """Run the proot rows as nobody when the bench runs as root (see NOBODY), if
+    nobody can read the pack; else as root, with a warning."""
+    if os.geteuid() != 0:
+        return
+    if others_can_read(Path(root.path)):
+        _PROOT_USER.update(user=NOBODY, group=NOBODY, extra_groups=[])
+    else:
+        print(f"warning: nobody cannot read {root.path}: the proot rows run as root, "
+              "which makes the store prefix's parents in the host's tree while they run",
+              file=sys.stderr)
+
+
+def as_user(runner: Runner) -> dict[str, object]:
+    """subprocess arguments that run ``runner``'s commands as nobody where needed."""
+    return dict(_PROOT_USER) if runner.engine == "proot" else {}
+
+
+def run_out(argv: list[str], env: dict[str, str], cwd: Path | None = None,
+            **user: object) -> str:
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, cwd=cwd,
-                          close_fds=False)  # the access report's descriptor is inheritable
+                          close_fds=False,  # the access report's descriptor is inheritable
+                          **user)  # type: ignore[call-overload]
     if proc.returncode != 0:
         tail = proc.stderr.strip()[-300:]
         raise RuntimeError(f"{argv[:3]}... failed ({proc.returncode}): {tail}")
     return proc.stdout
 
 
-def wall(argv: list[str], env: dict[str, str], repeat: int) -> list[float]:
+def wall(argv: list[str], env: dict[str, str], repeat: int, **user: object) -> list[float]:
     """Wall times of ``repeat`` runs, in seconds (after one warm-up)."""
-    run_out(argv, env)
+    run_out(argv, env, **user)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True, close_fds=False)
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True, close_fds=False,
+                       **user)  # type: ignore[call-overload]
         times.append(time.perf_counter() - t0)
     return times
 
@@ -314,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
     root = StoreRoot.open(args.root) if args.root else build_root(args.out)
     paths = StorePaths.of(root)
+    choose_proot_user(root)
     stdlib_store, store_file = paths.stdlib, paths.file
     statbench_host = str(build_statbench(args.out))
     host_python = os.path.realpath(sys.executable)
@@ -383,13 +423,14 @@ def main(argv: list[str] | None = None) -> int:
                           cwd=root.path).split()
         else:
             start, senv = r.argv(root, "python3", ["-S", "-c", "pass"])
-            row["startup_ms"] = [t * 1e3 for t in wall(start, senv, reps)]
+            user = as_user(r)
+            row["startup_ms"] = [t * 1e3 for t in wall(start, senv, reps, **user)]
             m_argv, m_env = r.argv(root, "python3", ["-c", METADATA_SCRIPT, stdlib_store, "3"])
-            row["metadata_ms"] = seconds(run_out(m_argv, m_env))
+            row["metadata_ms"] = seconds(run_out(m_argv, m_env, **user))
             c_argv, c_env = r.argv(root, "python3", ["-c", CPU_SCRIPT, "3"])
-            row["cpu_ms"] = seconds(run_out(c_argv, c_env))
+            row["cpu_ms"] = seconds(run_out(c_argv, c_env, **user))
             s_argv, s_env = r.argv(root, "statbench", [str(stat_n), store_file, host_file])
-            out = run_out(s_argv, s_env).split()
+            out = run_out(s_argv, s_env, **user).split()
         row["stat_store_ns"], row["stat_host_ns"] = [float(out[1])], [float(out[3])]
         return row
 
