@@ -90,6 +90,14 @@ const struct notify_call notify_calls[] = {
     CALL(utimes, K_PATH, OP_WRITE, -1, 0, -1, -1, -1),
     CALL(futimesat, K_PATH, OP_WRITE, 0, 1, -1, -1, -1),
 #endif
+#ifdef __NR_stat64 /* 32-bit ABIs */
+    CALL(stat64, K_PATH, OP_STAT, -1, 0, -1, -1, -1),
+    CALL(lstat64, K_NOFOLLOW, OP_STAT, -1, 0, -1, -1, -1),
+    CALL(statfs64, K_PATH, OP_STAT, -1, 0, -1, -1, -1),
+    CALL(truncate64, K_PATH, OP_WRITE, -1, 0, -1, -1, -1),
+    CALL(chown32, K_PATH, OP_WRITE, -1, 0, -1, -1, -1),
+    CALL(lchown32, K_PATH, OP_WRITE, -1, 0, -1, -1, -1),
+#endif
 #ifdef __NR_renameat
     CALL(renameat, K_PATH, OP_WRITE, 0, 1, -1, 2, 3),
 #endif
