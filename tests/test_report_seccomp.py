@@ -355,3 +355,57 @@ def test_terminal_and_ctrl_c_reach_the_program(host):
         os.close(master)
     assert b"got yes" in out
     assert os.waitstatus_to_exitcode(status) == 9
+
+
+THREADS = r"""
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static void *work(void *arg)
+{
+    struct stat st;
+    for (int i = 0; i < 200; i++)
+        stat((const char *)arg, &st);
+    return NULL;
+}
+int main(void)
+{
+    pthread_t t[4];
+    const char *paths[4] = {"/etc/hostname", "/etc/passwd", "/etc/group", "/nonexistent-t"};
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, work, (void *)paths[i]);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    printf("%d\n", (int)getpid());
+    return 0;
+}
+"""
+
+
+def test_threads_are_their_process(host, tmp_path):
+    """A static multi-threaded program (as Go programs are): every call recorded, each
+    under the process's pid, not the thread's."""
+    cc = static_cc()
+    if cc is None:
+        pytest.skip("no static C library here (cc -static fails)")
+    base = Path(unpriv.world_tmpdir(str(tmp_path)))
+    (base / "t.c").write_text(THREADS)
+    exe = base / "threads"
+    subprocess.run([cc, "-static", "-O1", "-pthread", "-o", str(exe), str(base / "t.c")],
+                   check=True)
+    exe.chmod(0o755)
+    env = unpriv.unprivileged_env(home=str(host["home"]))
+    env["NBSANDBOX_REPORT_FD"] = str(host["fd"])
+    proc = subprocess.run([str(native_path("nbs-launch")), "restrict", "--report-seccomp", "--",
+                           str(exe)], env=env, pass_fds=[host["fd"]], preexec_fn=unpriv.preexec(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pid = proc.stdout.strip()
+    stats = [r for r in records(host) if r[1] == "stat"]
+    counts = {p: sum(1 for r in stats if r[5] == p) for p in
+              ("/etc/hostname", "/etc/passwd", "/etc/group", "/nonexistent-t")}
+    assert counts == dict.fromkeys(counts, 200), counts
+    assert {r[3] for r in stats} == {pid} and {r[4] for r in stats} == {"threads"}
+    assert {r[2] for r in stats if r[5] == "/nonexistent-t"} == {"2"}
