@@ -115,6 +115,10 @@ int rmtree_at(int dirfd, const char *name);
  * reads messages from LIFE_FD (the read end of a pipe only the supervisor
  * holds) and, when the pipe reaches EOF and the wrapper has exited, removes
  * PARENTFD/NAME if the supervisor created it and did not remove it itself. */
+/* fork(): the child in a process group of its own (a ^C for the program is
+ * forwarded to the program's group, not to the parent's), sent SIGKILL when
+ * the parent dies. */
+pid_t fork_tied(void);
 pid_t janitor_start(int life_rd, int life_wr, int parentfd, const char *name, int close_fd);
 
 /* Files a killed wrapper leaves outside the scratch directory, named

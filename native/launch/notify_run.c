@@ -56,16 +56,8 @@ void report_seccomp_run(const char *program, char **argv, const struct landlock_
     int sv[2];
     report_seccomp_channel(sv);
     descendants_adopt();
-    pid_t me = getpid();
-    pid_t child = fork();
-    if (child < 0)
-        die_err(errno, NULL, "fork");
+    pid_t child = fork_tied();
     if (child == 0) {
-        (void)setpgid(0, 0);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
-            die_err(errno, NULL, "prctl(PR_SET_PDEATHSIG)");
-        if (getppid() != me)
-            _exit(EXIT_SETUP_FAILED);
         close(sv[0]);
         close(sfd);
         if (sigaction(SIGCHLD, &saved_chld, NULL) != 0 ||

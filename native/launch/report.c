@@ -178,16 +178,8 @@ int cmd_report(int argc, char **argv)
     sigfillset(&all);
     if (sigprocmask(SIG_BLOCK, &all, &mask) != 0)
         die_err(errno, NULL, "sigprocmask");
-    pid_t me = getpid();
-    pid_t child = fork();
-    if (child < 0)
-        die_err(errno, NULL, "fork");
+    pid_t child = fork_tied();
     if (child == 0) {
-        (void)setpgid(0, 0);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
-            die_err(errno, NULL, "prctl(PR_SET_PDEATHSIG)");
-        if (getppid() != me)
-            _exit(EXIT_SETUP_FAILED);
         for (size_t k = 0; k < NQUIET; k++)
             (void)sigaction(quiet[k], &saved[k], NULL);
         (void)sigaction(SIGCHLD, &saved_chld, NULL);

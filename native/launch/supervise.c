@@ -291,18 +291,10 @@ int cmd_supervise(int argc, char **argv)
     for (int k = i; k < argc; k++)
         wargv[k - i] = strcmp(argv[k], STATUS_FD_PLACEHOLDER) ? argv[k] : fdnum;
 
-    pid_t me = getpid();
-    pid_t wrapper = fork();
-    if (wrapper < 0)
-        die_err(errno, NULL, "fork");
+    /* The wrapper's own process group: a ^C for the program must not hit
+     * the wrapper (we forward it to the program's group). */
+    pid_t wrapper = fork_tied();
     if (wrapper == 0) {
-        /* Its own process group: a ^C for the program must not hit the
-         * wrapper (we forward it to the program's group). */
-        (void)setpgid(0, 0);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
-            die_err(errno, NULL, "prctl(PR_SET_PDEATHSIG)");
-        if (getppid() != me)
-            _exit(EXIT_SETUP_FAILED); /* the supervisor is already gone */
         if (tmpdir) {
             close(life[1]);
             close(go[1]);

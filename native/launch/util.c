@@ -253,3 +253,19 @@ void reproduce_status(int status)
     }
     exit(EXIT_SETUP_FAILED);
 }
+
+pid_t fork_tied(void)
+{
+    pid_t me = getpid();
+    pid_t child = fork();
+    if (child < 0)
+        die_err(errno, NULL, "fork");
+    if (child == 0) {
+        (void)setpgid(0, 0);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+            die_err(errno, NULL, "prctl(PR_SET_PDEATHSIG)");
+        if (getppid() != me)
+            _exit(EXIT_SETUP_FAILED); /* the parent is already gone */
+    }
+    return child;
+}
