@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import unpriv
+from host_fixtures import unprivileged_host
 
 from nbsandbox import landlock
 from nbsandbox.policy import ADMIN_ENV
@@ -44,19 +44,8 @@ print(json.dumps(out))
 
 @pytest.fixture
 def host(tmp_path) -> dict:
-    """A home of the unprivileged user with a .gitconfig, a working directory, a port."""
-    base = Path(unpriv.world_tmpdir(str(tmp_path)))
-    home, work = base / "home", base / "work"
-    for d in (home, work):
-        d.mkdir()
-        os.chmod(d, 0o777)
-    (home / ".gitconfig").write_text("[user]\n\tname = someone\n")
-    os.chmod(home / ".gitconfig", 0o644)
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield {"home": home, "work": work, "port": server.getsockname()[1]}
-    server.close()
+    with unprivileged_host(tmp_path) as h:
+        yield h
 
 
 def run(root: StoreRoot, engine: str, host: dict, *options: str) -> subprocess.CompletedProcess:

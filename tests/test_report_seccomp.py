@@ -17,7 +17,6 @@ import pty
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 import unpriv
 from engine_params import available
+from host_fixtures import unprivileged_host
 
 from nbsandbox.engines import Command
 from nbsandbox.engines.proot import NO_SECCOMP
@@ -117,21 +117,14 @@ def static_root(tmp_path_factory) -> StoreRoot:
 
 @pytest.fixture
 def host(tmp_path) -> dict:
-    """A home and working directory of the unprivileged user, a record file, a port."""
-    base = Path(unpriv.world_tmpdir(str(tmp_path)))
-    home, work = base / "home", base / "work"
-    for d in (home, work):
-        d.mkdir()
-        os.chmod(d, 0o777)
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    records = base / "records"
-    fd = os.open(records, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    yield {"home": home, "work": work, "port": server.getsockname()[1], "records": records,
-           "fd": fd}
-    os.close(fd)
-    server.close()
+    """The access tests' host (see host_fixtures), and a record file."""
+    with unprivileged_host(tmp_path) as h:
+        records = h["base"] / "records"
+        fd = os.open(records, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            yield {**h, "records": records, "fd": fd}
+        finally:
+            os.close(fd)
 
 
 def with_report(command: Command, root: StoreRoot) -> Command:
