@@ -27,3 +27,28 @@ def unprivileged_host(tmp_path: Path) -> Iterator[dict]:
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         yield {"home": home, "work": work, "port": server.getsockname()[1], "base": base}
+
+
+#: Reads ~/.gitconfig and /etc/hostname, lists $HOME, writes into $HOME and the working
+#: directory, connects to a local port; prints what each gave (0 or the errno), then any
+#: extra file named after the port (an access a policy did not see).
+ACCESS_PROGRAM = r"""
+import json, os, socket, sys
+home, port = os.environ["HOME"], int(sys.argv[1])
+out = {}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = 0
+    except OSError as exc:
+        out[name] = exc.errno
+attempt("read_gitconfig", lambda: open(os.path.join(home, ".gitconfig")).read())
+attempt("read_hostname", lambda: open("/etc/hostname").read())
+attempt("list_home", lambda: os.listdir(home))
+attempt("write_home", lambda: open(os.path.join(home, "written"), "w").write("x"))
+attempt("write_cwd", lambda: open("written", "w").write("x"))
+attempt("connect", lambda: socket.create_connection(("127.0.0.1", port), timeout=5).close())
+for extra in sys.argv[2:]:
+    attempt("extra", lambda: open(extra).read())
+print(json.dumps(out))
+"""

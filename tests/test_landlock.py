@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import unpriv
-from host_fixtures import unprivileged_host
+from host_fixtures import ACCESS_PROGRAM, unprivileged_host
 
 from nbsandbox import landlock
 from nbsandbox.policy import ADMIN_ENV
@@ -20,26 +20,8 @@ from nbsandbox.store import StoreRoot
 pytestmark = pytest.mark.skipif(landlock.abi() < landlock.NETWORK_ABI,
                                 reason="needs Landlock ABI 4 (Linux 6.7) in this kernel")
 
-#: Reads ~/.gitconfig and /etc/hostname, lists $HOME, writes into $HOME and the working
-#: directory, connects to a local port; prints what each gave (0 or the errno).
-PROGRAM = r"""
-import errno, json, os, socket, sys
-home, port = os.environ["HOME"], int(sys.argv[1])
-out = {}
-def attempt(name, fn):
-    try:
-        fn()
-        out[name] = 0
-    except OSError as exc:
-        out[name] = exc.errno
-attempt("read_gitconfig", lambda: open(os.path.join(home, ".gitconfig")).read())
-attempt("read_hostname", lambda: open("/etc/hostname").read())
-attempt("list_home", lambda: os.listdir(home))
-attempt("write_home", lambda: open(os.path.join(home, "written"), "w").write("x"))
-attempt("write_cwd", lambda: open("written", "w").write("x"))
-attempt("connect", lambda: socket.create_connection(("127.0.0.1", port), timeout=5).close())
-print(json.dumps(out))
-"""
+#: See host_fixtures.ACCESS_PROGRAM.
+PROGRAM = ACCESS_PROGRAM
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import unpriv
-from host_fixtures import unprivileged_host
+from host_fixtures import ACCESS_PROGRAM, unprivileged_host
 
 from nbsandbox.native import native_dir
 from nbsandbox.report import as_policy, document, render
@@ -213,30 +213,8 @@ def test_policy_report_settings(tmp_path):
 
 # -- end to end --------------------------------------------------------------------------------
 
-#: Reads ~/.gitconfig and /etc/hostname, lists $HOME, writes into $HOME and the working
-#: directory, connects to a local port; prints what each gave (0 or the errno), then any
-#: extra file named after the port (an access a policy did not see).
-PROGRAM = r"""
-import json, os, socket, sys
-home, port = os.environ["HOME"], int(sys.argv[1])
-out = {}
-def attempt(name, fn):
-    try:
-        fn()
-        out[name] = 0
-    except OSError as exc:
-        out[name] = exc.errno
-attempt("read_gitconfig", lambda: open(os.path.join(home, ".gitconfig")).read())
-attempt("read_hostname", lambda: open("/etc/hostname").read())
-attempt("list_home", lambda: os.listdir(home))
-attempt("write_home", lambda: open(os.path.join(home, "written"), "w").write("x"))
-attempt("write_cwd", lambda: open("written", "w").write("x"))
-attempt("connect", lambda: socket.create_connection(("127.0.0.1", port), timeout=5).close())
-for extra in sys.argv[2:]:
-    attempt("extra", lambda: open(extra).read())
-print(json.dumps(out))
-"""
-
+#: See host_fixtures.ACCESS_PROGRAM.
+PROGRAM = ACCESS_PROGRAM
 
 @pytest.fixture
 def host(tmp_path) -> dict:
