@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,14 +25,7 @@ import unpriv
 
 from nbsandbox.store import StoreRoot
 
-# A run started in the background of a non-interactive shell (`cmd &`, nohup, some
-# CI runners) inherits SIGINT and SIGQUIT ignored, and every program the tests start
-# would too: the tests of ^C would then see programs that cannot be interrupted.
-# A handled signal goes back to its default in the programs this process starts.
-for _sig, _handler in ((signal.SIGINT, signal.default_int_handler),
-                       (signal.SIGQUIT, signal.SIG_DFL)):
-    if signal.getsignal(_sig) == signal.SIG_IGN:
-        signal.signal(_sig, _handler)
+unpriv.default_interrupt_signals()
 
 #: The parametrized ``engine`` fixture of the end-to-end tests, and the
 #: ``glibc_store`` fixture (stores of other Debian releases).

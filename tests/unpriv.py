@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Sequence
 
@@ -41,6 +42,18 @@ def _enter_userns_without_nesting() -> None:
     _write("/proc/self/uid_map", f"{uid} {uid} 1")
     _write("/proc/self/gid_map", f"{gid} {gid} 1")
     _write("/proc/sys/user/max_user_namespaces", "0")
+
+
+def default_interrupt_signals() -> None:
+    """Give this process, and so the programs it starts, SIGINT and SIGQUIT back when
+    they were inherited ignored: a run started in the background of a non-interactive
+    shell (`cmd &`, nohup, some CI runners) has them ignored, and every program it
+    starts would too, so ^C tests would see programs that cannot be interrupted.  (A
+    handled signal goes back to its default in the programs this process starts.)"""
+    for sig, handler in ((signal.SIGINT, signal.default_int_handler),
+                         (signal.SIGQUIT, signal.SIG_DFL)):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, handler)
 
 
 def preexec(*, no_userns: bool = False, uid: int = NOBODY) -> Callable[[], None]:

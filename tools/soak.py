@@ -441,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also write the results (per engine: cycles, median and worst "
                     "seconds of each phase, leftovers, errors) to FILE as JSON")
     args = ap.parse_args(argv)
+    unpriv.default_interrupt_signals()  # the cells' ^C must reach them
     global VERBOSE
     VERBOSE = args.verbose
 
