@@ -192,7 +192,11 @@ class SandboxedRun:
                     self._close_stdin()
                     stdin_fd = None
             while True:
-                if not self._open and self.popen.poll() is not None:
+                # Done when the output is closed, the command has exited and its
+                # session is empty: a process closes its files while it exits, a
+                # moment before it is gone.
+                if not self._open and self.popen.poll() is not None and \
+                        not session_members(self.sid):
                     self.popen.wait()
                     return True
                 now = time.monotonic()
