@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import pty
 import secrets
 import select
 import shutil
@@ -474,39 +473,9 @@ def test_supervised_program_gets_the_terminal(launcher, store, wrapper):
     script = ("echo ask; read answer; echo \"got $answer\"; "
               f"trap 'echo got-int; exit 9' INT; {LOOP}")
     argv = supervised(launcher, store, wrapper, script)
-    pid, master = pty.fork()
-    if pid == 0:  # pragma: no cover - the child: a session with the pty as terminal
-        try:
-            unpriv.preexec()()
-            os.execve(argv[0], argv, unpriv.unprivileged_env())
-        finally:
-            os._exit(126)
-    out = b""
-
-    def expect(marker: bytes) -> None:
-        nonlocal out
-        deadline = time.monotonic() + 10
-        while marker not in out and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.1)[0]:
-                out += os.read(master, 1024)
-        assert marker in out, out
-
-    status = None
-    try:
-        # Reading the terminal from a background process group would stop it.
-        expect(b"ask")
-        os.write(master, b"yes\n")
-        expect(b"ready")
-        os.write(master, b"\x03")  # ^C, sent by the terminal to the foreground group
-        expect(b"got-int")
-        _, status = os.waitpid(pid, 0)
-    finally:
-        if status is None:  # failed: the supervisor takes the rest with it
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        os.close(master)
+    out, code = unpriv.terminal_dialogue(argv, unpriv.unprivileged_env(), timeout=10)
     assert b"got yes" in out
-    assert os.waitstatus_to_exitcode(status) == 9
+    assert code == 9
 
 
 def test_supervised_sigkill_leaves_no_process_and_no_tmpdir(launcher, store, wrapper, work):

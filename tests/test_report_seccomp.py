@@ -13,14 +13,10 @@ under a skip prefix (the store).  Contract: docs/access.md.
 from __future__ import annotations
 
 import os
-import pty
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -316,38 +312,9 @@ def test_terminal_and_ctrl_c_reach_the_program(host):
     env = unpriv.unprivileged_env(home=str(host["home"]))
     env["NBSANDBOX_REPORT_FD"] = str(host["fd"])
     os.set_inheritable(host["fd"], True)
-    pid, master = pty.fork()
-    if pid == 0:  # pragma: no cover - the child: a session with the pty as terminal
-        try:
-            unpriv.preexec()()
-            os.execve(argv[0], argv, env)
-        finally:
-            os._exit(126)
-    out = b""
-
-    def expect(marker: bytes) -> None:
-        nonlocal out
-        deadline = time.monotonic() + 20
-        while marker not in out and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.1)[0]:
-                out += os.read(master, 1024)
-        assert marker in out, out
-
-    status = None
-    try:
-        expect(b"ask")
-        os.write(master, b"yes\n")
-        expect(b"ready")
-        os.write(master, b"\x03")
-        expect(b"got-int")
-        _, status = os.waitpid(pid, 0)
-    finally:
-        if status is None:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        os.close(master)
+    out, code = unpriv.terminal_dialogue(argv, env, timeout=20)
     assert b"got yes" in out
-    assert os.waitstatus_to_exitcode(status) == 9
+    assert code == 9
 
 
 THREADS = r"""

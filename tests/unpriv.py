@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pty
+import select
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 
 NOBODY = 65534
@@ -267,3 +270,44 @@ def host_preexec(*, no_userns: bool = False, deny: Sequence[str] = (),
             install_seccomp(seccomp_program(deny, deny_write_of=length))
 
     return fn
+
+
+def terminal_dialogue(argv: Sequence[str], env: dict[str, str],
+                      timeout: float = 10) -> tuple[bytes, int]:
+    """Run ``argv`` as the unprivileged user in a session whose terminal is a new pty
+    and talk to it as a person would: wait for "ask", answer "yes", wait for "ready",
+    type ^C (the terminal sends SIGINT to the foreground group), wait for "got-int".
+    Returns everything the terminal showed and the exit code (``waitstatus_to_exitcode``).
+    The program is SIGKILLed if the dialogue fails."""
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child: a session with the pty as terminal
+        try:
+            preexec()()
+            os.execve(argv[0], list(argv), env)
+        finally:
+            os._exit(126)
+    out = b""
+
+    def expect(marker: bytes) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while marker not in out and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                out += os.read(master, 1024)
+        assert marker in out, out
+
+    status = None
+    try:
+        # Reading the terminal from a background process group would stop the program.
+        expect(b"ask")
+        os.write(master, b"yes\n")
+        expect(b"ready")
+        os.write(master, b"\x03")
+        expect(b"got-int")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(master)
+    return out, os.waitstatus_to_exitcode(status)
