@@ -1,6 +1,7 @@
 """Engines side by side with the native program and the peer tools, in one run.
 
-    python benchmarks/run.py [--root ROOT] [--out DIR] [--quick]
+    python benchmarks/run.py [--root ROOT] [--out DIR] [--quick] [--rounds N]
+                             [--engines NAMES] [--core] [--native-dir NAME=DIR]...
 
 Workloads (each run natively, then under every engine that works here):
 
@@ -33,6 +34,12 @@ medians with their ratios, and min / median / max with the number of samples.
 Other yardsticks beside nbsandbox's engines: PRoot with and without seccomp
 acceleration and, when installed, Debian's libfakechroot run the way Guix's
 fakechroot engine runs it (store ld.so --preload libfakechroot.so).
+
+To compare builds of the native libraries side by side (before and after a
+change), ``--native-dir NAME=DIR`` adds a row ``ENGINE [NAME]`` per engine
+whose commands use the libraries in DIR (``NBSANDBOX_NATIVE_DIR``), in the
+same interleaved rounds; ``--engines`` and ``--core`` (the plain engine rows
+only) keep such a run short.
 
 Writes ``results.json``, ``results.md`` and ``results.png`` into ``--out``
 (default ``benchmarks/results/``) and prints the table.
@@ -107,6 +114,7 @@ class Runner:
     restrictions: landlock.Restrictions | None = None
     report: bool = False  # record host accesses (the raw records are dropped)
     recording: Recording | None = None
+    native_dir: str | None = None  # NBSANDBOX_NATIVE_DIR while the command is built
 
     def argv(self, root: StoreRoot, program: str, args: list[str]) -> tuple[list[str], dict]:
         if self.wrapper:
@@ -114,7 +122,17 @@ class Runner:
         if self.prefix_argv is not None:
             return [*self.prefix_argv, program, *args], self.env
         plan = make_plan(root, program, args, env=self.env)
-        launch = prepare(plan, self.engine)
+        saved = os.environ.get("NBSANDBOX_NATIVE_DIR")
+        if self.native_dir:
+            os.environ["NBSANDBOX_NATIVE_DIR"] = self.native_dir
+        try:
+            launch = prepare(plan, self.engine)
+        finally:
+            if self.native_dir:
+                if saved is None:
+                    del os.environ["NBSANDBOX_NATIVE_DIR"]
+                else:
+                    os.environ["NBSANDBOX_NATIVE_DIR"] = saved
         launch.command = landlock.restrict(launch.command, self.restrictions, plan)
         if self.report:
             self.drop_recording()  # the previous command has ended
@@ -338,6 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", help="an unpacked pack with python3 and statbench (built if absent)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3 quick, else 5)")
+    ap.add_argument("--engines", default=",".join(ENGINES),
+                    help="comma-separated engines to run (default: all)")
+    ap.add_argument("--core", action="store_true",
+                    help="only the plain engine rows (no wrappers, Landlock, report)")
+    ap.add_argument("--native-dir", action="append", default=[], metavar="NAME=DIR",
+                    help="also run each engine with the native libraries in DIR, "
+                    "as row 'ENGINE [NAME]'")
     ap.add_argument("--floor-worker", help=argparse.SUPPRESS)
     ap.add_argument("--reps", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--stat-n", type=int, help=argparse.SUPPRESS)
@@ -348,7 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     meta = machine()
     args.out.mkdir(parents=True, exist_ok=True)
     reps = 5 if args.quick else 20
-    rounds = 3 if args.quick else 5
+    rounds = args.rounds or (3 if args.quick else 5)
+    variants = []
+    for spec in args.native_dir:
+        name, sep, where = spec.partition("=")
+        if not sep or not name or not os.path.isdir(where):
+            ap.error(f"--native-dir {spec!r}: expected NAME=DIR with an existing DIR")
+        variants.append((name, os.path.abspath(where)))
+    wanted = [e for e in args.engines.split(",") if e]
+    unknown = sorted(set(wanted) - set(ENGINES))
+    if unknown:
+        ap.error(f"unknown engines: {', '.join(unknown)} (known: {', '.join(ENGINES)})")
     stat_n = 50_000 if args.quick else 300_000
 
     root = StoreRoot.open(args.root) if args.root else build_root(args.out)
@@ -376,12 +412,18 @@ def main(argv: list[str] | None = None) -> int:
               "the host's Python", file=sys.stderr)
     runners += [Runner("native", [], env), Runner("native, host path", [], env, absolute=True)]
     for name in ENGINES:
+        if name not in wanted:
+            continue
         engine = get_engine(name)
         probe = engine.probe()
         if not probe.available:
             print(f"skipping {name}: {probe.reason}", file=sys.stderr)
             continue
         runners.append(Runner(name, None, env, engine=name))
+        runners += [Runner(f"{name} [{label}]", None, env, engine=name, native_dir=where)
+                    for label, where in variants]
+        if args.core:
+            continue
         if name in WRAPPED and (root.path / "bin" / "python3").is_file() and \
                 not (root.path / "bin").is_symlink():
             # The pack's own bin/ program (no nbsandbox), and nbsandbox run, the same engine.

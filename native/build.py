@@ -69,8 +69,8 @@ TARGETS: list[Target] = [
         "nbs-preload",
         "shared",
         ("fakechroot/preload.c", "fakechroot/preload_fs.c", "fakechroot/preload_exec.c",
-         "fakechroot/preload_report.c", "fakechroot/record.c", "fakechroot/nextsym.c",
-         "fakechroot/pathmap.c", "common/execpath.c"),
+         "fakechroot/preload_report.c", "fakechroot/preload_fds.c", "fakechroot/record.c",
+         "fakechroot/nextsym.c", "fakechroot/pathmap.c", "common/execpath.c"),
         cflags=("-U_FORTIFY_SOURCE", "-fno-stack-protector", "-fvisibility=hidden",
                 "-fno-plt", "-DPM_USE_LIBC"),
         # libc.so.6 is its only dependency: no libdl (see fakechroot/nextsym.h).

@@ -118,7 +118,7 @@ def build_mini_store(base: Path) -> MiniStore:
         _patch(_copy(host, store / CORE / "bin" / name), rpath=rpath)
     probe = store / PROBE / "bin" / "probe"
     probe.parent.mkdir(parents=True)
-    subprocess.run(["cc", "-O1", "-o", str(probe), str(PROBE_SRC)], check=True)
+    subprocess.run(["cc", "-O1", "-pthread", "-o", str(probe), str(PROBE_SRC)], check=True)
     _patch(probe, rpath=rpath)
     far = store / PROBE / "bin" / "probe-far-phdrs"
     shutil.copyfile(probe, far)
@@ -387,6 +387,63 @@ def test_paths_around_the_prefix(engine, mini_store):
     assert lines(proc, "cat") == [hostname, "store data", hostname]
     assert lines(proc, "realpath") == [f"{P}/{SCRIPTS}/data.txt", "/"]
     assert one(proc, "cwd") == f"{P}/{SCRIPTS}"
+
+
+# ---------------------------------------------------------------------------
+# the engine's own descriptors (held store directories): the program cannot
+# close or replace them, and they are right in threads and children
+
+
+@pytest.mark.parametrize("how", ["range", "from", "loop"])
+def test_closing_every_descriptor_keeps_the_store_working(engine, mini_store, how):
+    data, link = f"{P}/{SCRIPTS}/data.txt", f"{P}/{PROFILE}/bin/probe"
+    proc = run(engine, mini_store, PROBE_BIN,
+               ["stat", data, ",", "dirfds", ",", "closefds", how, ",", "stat", data, ",",
+                "cat", data, ",", "open", data, ",", "opendir", f"{P}/{SCRIPTS}/bin", ",",
+                "readlink", link, ",", "dirfds", ",", "closefds", how, ",", "stat",
+                f"{P}/{LIBS}/lib/libnbstest.so"])
+    assert proc.returncode == 0, proc.stderr
+    # the store's directory stays open (the only directory descriptor here)
+    assert lines(proc, "dirfds") == ["1", "1"]
+    size = os.path.getsize(mini_store.path / f"gnu/store/{LIBS}/lib/libnbstest.so")
+    assert lines(proc, "stat") == ["file size 11"] * 2 + [f"file size {size}"]
+    assert one(proc, "cat") == "store data"
+    assert one(proc, "open") == "ok"
+    assert one(proc, "opendir") == "8 entries"
+    assert one(proc, "readlink") == PROBE_BIN
+
+
+def test_dup2_onto_the_engines_descriptor_moves_it(engine, mini_store):
+    data = f"{P}/{SCRIPTS}/data.txt"
+    proc = run(engine, mini_store, PROBE_BIN,
+               ["stat", data, ",", "dup2dirs", ",", "stat", data, ",", "cat", data, ",",
+                "dirfds", ",", "dup2dirs", ",", "stat", data])
+    assert proc.returncode == 0, proc.stderr
+    # the program's dup2 took effect, and the store's directory moved elsewhere
+    assert lines(proc, "dup2dirs") == ["1 replaced"] * 2
+    assert one(proc, "dirfds") == "1"
+    assert lines(proc, "stat") == ["file size 11"] * 3
+    assert one(proc, "cat") == "store data"
+
+
+def test_threads_stat_the_store_from_their_first_call(engine, mini_store):
+    proc = run(engine, mini_store, PROBE_BIN,
+               ["threads", "16", f"{P}/{SCRIPTS}/data.txt", ",", "dirfds"])
+    assert proc.returncode == 0, proc.stderr
+    assert one(proc, "threads") == "0 failed"
+    assert one(proc, "dirfds") == "1"  # the threads that lost the race closed theirs
+
+
+def test_children_use_the_store(engine, mini_store):
+    data = f"{P}/{SCRIPTS}/data.txt"
+    proc = run(engine, mini_store, PROBE_BIN,
+               ["fork", data, ",", "stat", data, ",", "fork", data, ",", "vfork-dup2", data,
+                ",", "stat", data, ",", "closefds", "range", ",", "fork", data])
+    assert proc.returncode == 0, proc.stderr
+    assert lines(proc, "fork") == ["exit 0"] * 3
+    # a vfork child's dup2 replaced the number in its own table only
+    assert one(proc, "vfork-dup2") == "ok kept"
+    assert lines(proc, "stat") == ["file size 11"] * 2
 
 
 def test_store_is_read_only(engine, mini_store, tmp_path):

@@ -517,12 +517,13 @@ int pm_has_dotdot(const char *s)
     return dotdot_after_slash(s);
 }
 
-int pm_to_host(const struct pm_table *t, const char *path, char *out, size_t outsz,
-               const struct pm_map **mapping)
+/* The mapping of absolute sandbox PATH (LEN bytes) with *rest and *rest_len
+ * set to what follows its FROM, or NULL. */
+static const struct pm_map *find_mapping(const struct pm_table *t, const char *path, size_t len,
+                                         const char **rest, size_t *rest_len)
 {
     /* The usual spelling first: the mapping's directory, byte for byte. */
     const struct pm_map *m = 0;
-    size_t len = PM_FAST_STRLEN(path);
     if (path[0] == '/') {
         for (unsigned i = 0; i < t->n; i++) {
             const struct pm_map *c = &t->map[i];
@@ -532,22 +533,47 @@ int pm_to_host(const struct pm_table *t, const char *path, char *out, size_t out
                 m = c;
         }
     }
-    const char *rest;
     if (m && !m->nested) {
-        rest = path + m->from_len;
-    } else {
-        /* "//gnu/./store", or a mapping inside the one found: compare
-         * component by component */
-        m = pm_match(t, path, &rest);
-        if (m)
-            len = m->from_len + PM_FAST_STRLEN(rest); /* as if spelled plainly */
+        *rest = path + m->from_len;
+        *rest_len = len - m->from_len;
+        return m;
     }
+    /* "//gnu/./store", or a mapping inside the one found: compare
+     * component by component */
+    m = pm_match(t, path, rest);
+    if (m)
+        *rest_len = PM_FAST_STRLEN(*rest);
+    return m;
+}
+
+int pm_to_rel(const struct pm_table *t, const char *path, const struct pm_map **mapping,
+              const char **rel)
+{
+    const char *rest;
+    size_t rl;
+    const struct pm_map *m = find_mapping(t, path, PM_FAST_STRLEN(path), &rest, &rl);
+    *mapping = m;
+    if (!m)
+        return PM_ASIS;
+    /* REST is "" or starts with '/': any ".." in it follows a slash */
+    int resolve = dotdot_in(rest, rl);
+    while (*rest == '/')
+        rest++;
+    *rel = rest;
+    return resolve ? PM_RESOLVE : PM_MAPPED;
+}
+
+int pm_to_host(const struct pm_table *t, const char *path, char *out, size_t outsz,
+               const struct pm_map **mapping)
+{
+    const char *rest;
+    size_t rl;
+    const struct pm_map *m = find_mapping(t, path, PM_FAST_STRLEN(path), &rest, &rl);
     if (mapping)
         *mapping = m;
     if (!m)
         return PM_ASIS;
     /* REST is "" or starts with '/': any ".." in it follows a slash */
-    size_t rl = len - m->from_len;
     if (m->to_len + rl >= outsz)
         return -ENAMETOOLONG;
     PM_FAST_MEMCPY(out, m->to, m->to_len);

@@ -108,6 +108,14 @@ const struct pm_map *pm_match(const struct pm_table *t, const char *path, const 
 int pm_to_host(const struct pm_table *t, const char *path, char *out, size_t outsz,
                const struct pm_map **mapping);
 
+/* The same without building the host path, for a caller that holds a
+ * descriptor of the mapping's TO directory: *mapping as above and, when
+ * mapped, *rel set to the part of PATH after FROM without its leading
+ * slashes (a path relative to TO; "" for TO itself).  PM_ASIS, PM_MAPPED or
+ * PM_RESOLVE (a ".." component: *rel must not be used). */
+int pm_to_rel(const struct pm_table *t, const char *path, const struct pm_map **mapping,
+              const char **rel);
+
 /* Sandbox view of a host path: 1 and OUT set when HOST lies under a mapping's
  * TO (or is an ancestor directory taken from a root), 0 when not mapped
  * (OUT untouched), -ENAMETOOLONG. */

@@ -135,6 +135,7 @@ static void engine_init(void)
     }
     if (argv0 && pm_copy(argv0_buf, sizeof argv0_buf, argv0) == 0)
         argv0_pending = 1;
+    engine_fds_init();
     for (unsigned i = 0; i < T.n; i++)
         may_map[(unsigned char)T.map[i].from[1]] = 1;
     may_map['/'] = may_map['.'] = 1;
@@ -181,6 +182,8 @@ __attribute__((constructor)) static void nbs_preload_init(int argc, char **argv,
 {
     (void)envp;
     ENSURE();
+    if (active)
+        engine_fds_atfork();
     if (argv0_pending && argc > 0 && argv) {
         argv[0] = argv0_buf;
         argv0_pending = 0;
@@ -415,6 +418,47 @@ int retry_path(int dirfd, const char *path, const char *used, char *buf, unsigne
         return 0;
     }
     if (pm_streq(buf, used)) {
+        errno = saved;
+        return 0;
+    }
+    *out = buf;
+    return 1;
+}
+
+/* Whether host path HOST is M's TO joined with REL. */
+static int is_to_joined(const char *host, const struct pm_map *m, const char *rel)
+{
+    return memcmp(host, m->to, m->to_len) == 0 && host[m->to_len] == '/' &&
+           pm_streq(host + m->to_len + 1, rel);
+}
+
+/* retry_path after a call made on (USED_FD, USED) from map_path_at. */
+int retry_path_at(int dirfd, const char *path, int used_fd, const char *used, char *buf,
+                  unsigned how, int *fd, const char **out)
+{
+    *fd = dirfd;
+    if (used_fd == dirfd || !path || path[0] != '/')
+        return errno != EBADF && retry_path(dirfd, path, used, buf, how, out);
+    /* USED is relative to a held directory */
+    if (errno == EBADF) {
+        /* closed behind our back (a raw system call): the full host path */
+        held_lost(used_fd);
+        const char *p = path;
+        if (map_path_slow(dirfd, path, buf, how, &p) < 0 || p == path)
+            return 0;
+        *out = p;
+        return 1;
+    }
+    int saved = errno;
+    const struct pm_map *um = held_mapping(used_fd), *m;
+    int r = resolve_into(path, how, buf, &m);
+    if (r == 0)
+        r = check_ro(m, buf, how);
+    if (r < 0) {
+        errno = -r;
+        return 0;
+    }
+    if (um && is_to_joined(buf, um, used)) {
         errno = saved;
         return 0;
     }

@@ -2,12 +2,15 @@
  * next definitions of the interposed functions, and path mapping (the fast
  * path inlined into every wrapper).
  *
- * The library is built from three sources, along its seams:
+ * The library is built from these sources, along its seams:
  *  - preload.c: state, init and path mapping;
  *  - preload_fs.c: the file-system interposers (open, stat, access, links,
  *    the working directory, directories, functions that change files);
  *  - preload_exec.c: the exec and spawn interposers (execve and friends,
- *    posix_spawn, system, popen).
+ *    posix_spawn, system, popen);
+ *  - preload_report.c: recording host accesses;
+ *  - preload_fds.c: the engine's own descriptors (held mapping directories,
+ *    the report's) and what keeps the program from closing them.
  * Everything not marked EXPORT is hidden (-fvisibility=hidden).
  */
 #ifndef NBS_PRELOAD_H
@@ -140,6 +143,8 @@ extern struct rec_conf R;     /* R.fd < 0: recording is off */
 extern char rec_fd_var[];     /* "NBSANDBOX_REPORT_FD=N", for descendants */
 extern char rec_skip_var[];   /* "NBSANDBOX_REPORT_SKIP=..." */
 
+/* The record descriptor is now FD (preload_fds.c moved it). */
+void report_fd_moved(int fd);
 /* Read the two variables (init, after the engine's own). */
 void report_init(void);
 /* The program's short name, from argv[0] (the constructor). */
@@ -209,7 +214,81 @@ static inline __attribute__((always_inline)) int map_path(int dirfd, const char 
     return map_path_slow(dirfd, path, buf, how, out);
 }
 
+/* ------------------------------------------------------------------------ */
+/* held directories (preload_fds.c) */
+
+/* held[i]: 0 not opened yet, -1 not used, else 1 + a descriptor of T.map[i].to */
+extern int held[PM_MAX_MAPS];
+/* Open T.map[i].to (first use): the descriptor, or -1 (use full host paths). */
+int held_open(unsigned i);
+/* FD (a held descriptor) is gone: open its directory again on next use. */
+void held_lost(int fd);
+/* The mapping whose directory FD holds, or NULL. */
+const struct pm_map *held_mapping(int fd);
+/* Never use held descriptors again (chroot). */
+void held_drop_all(void);
+/* At init (the process owning the descriptors), and in the constructor. */
+void engine_fds_init(void);
+void engine_fds_atfork(void);
+
+/* A descriptor of mapping M's host directory, or -1. */
+static inline __attribute__((always_inline)) int held_fd(const struct pm_map *m)
+{
+    unsigned i = (unsigned)(m - T.map);
+    int v = __atomic_load_n(&held[i], __ATOMIC_ACQUIRE);
+    if (LIKELY(v > 0))
+        return v - 1;
+    return v == 0 ? held_open(i) : -1;
+}
+
+#define F_WRITES (F_WRITE | F_CREATE | F_OCREAT | F_WACCESS)
+
+/* For calls that take a directory descriptor: like map_path, but a plain
+ * path under a mapping whose directory is held becomes that descriptor
+ * (*fd) and the rest of the path (*out, relative), with no copy and no walk
+ * of the host directory's components by the kernel.  Otherwise *fd is DIRFD
+ * and *out what map_path gives. */
+static inline __attribute__((always_inline)) int map_path_at(int dirfd, const char *path,
+                                                             char *buf, unsigned how, int *fd,
+                                                             const char **out)
+{
+    *fd = dirfd;
+    *out = path;
+    if (LIKELY(path && path[0] == '/')) {
+        if (LIKELY(!may_map[(unsigned char)path[1]]))
+            return 0;
+        const struct pm_map *m;
+        const char *rel;
+        if (LIKELY(pm_to_rel(&T, path, &m, &rel) == PM_MAPPED) && LIKELY(*rel) &&
+            (!(m->flags & PM_RO) || !(how & F_WRITES))) {
+            int h = held_fd(m);
+            if (LIKELY(h >= 0)) {
+                *fd = h;
+                *out = rel;
+                return 0;
+            }
+            /* not held: TO joined with REL, what map_path gives */
+            size_t rl = strlen(rel);
+            if (LIKELY(m->to_len + 1 + rl < PM_PATH_MAX)) {
+                memcpy(buf, m->to, m->to_len);
+                buf[m->to_len] = '/';
+                memcpy(buf + m->to_len + 1, rel, rl + 1);
+                *out = buf;
+                return 0;
+            }
+        }
+    }
+    return map_path_slow(dirfd, path, buf, how, out);
+}
+
+/* retry_path after a call made on (USED_FD, USED) from map_path_at; EBADF
+ * too when USED_FD is a held descriptor.  *fd gets the descriptor to use
+ * with *out. */
+int retry_path_at(int dirfd, const char *path, int used_fd, const char *used, char *buf,
+                  unsigned how, int *fd, const char **out);
+
 #define RETRY_ERRNO(e) ((e) == ENOENT || (e) == ENOTDIR || (e) == EACCES)
+#define RETRY_AT_ERRNO(e) (RETRY_ERRNO(e) || (e) == EBADF)
 
 /* The body of a path function: map, call, retry on ENOENT/ENOTDIR, record OP. */
 #define PATH_CALL(op, type, failv, dirfd, path, how, call)                                      \
@@ -244,6 +323,53 @@ static inline __attribute__((always_inline)) int map_path(int dirfd, const char 
             errno = (int)-r_;                                                                   \
             if (active && RETRY_ERRNO(errno) &&                                                 \
                 retry_path((dirfd), (path), p, b2_, (how), &p)) {                               \
+                r_ = (call);                                                                    \
+                if (r_ < 0)                                                                     \
+                    errno = (int)-r_;                                                           \
+            } else {                                                                            \
+                r_ = -1;                                                                        \
+            }                                                                                   \
+        }                                                                                       \
+        RECORD((op), (dirfd), (path), r_ < 0);                                                  \
+        return r_ < 0 ? -1 : (int)r_;                                                           \
+    } while (0)
+
+
+/* PATH_CALL for a call that takes a directory descriptor: CALL uses d and p. */
+#define PATH_AT_CALL(op, type, failv, dirfd, path, how, call)                                   \
+    do {                                                                                        \
+        char b1_[PM_PATH_MAX], b2_[PM_PATH_MAX];                                                \
+        const char *p;                                                                          \
+        int d;                                                                                  \
+        ENSURE();                                                                               \
+        if (map_path_at((dirfd), (path), b1_, (how), &d, &p) < 0) {                             \
+            RECORD((op), (dirfd), (path), 1);                                                   \
+            return failv;                                                                       \
+        }                                                                                       \
+        type r_ = (call);                                                                       \
+        if (r_ == (failv) && active && RETRY_AT_ERRNO(errno) &&                                 \
+            retry_path_at((dirfd), (path), d, p, b2_, (how), &d, &p) > 0)                       \
+            r_ = (call);                                                                        \
+        RECORD((op), (dirfd), (path), r_ == (failv));                                           \
+        return r_;                                                                              \
+    } while (0)
+
+/* SYS_CALL for a system call that takes a directory descriptor: CALL uses d and p. */
+#define SYS_AT_CALL(op, dirfd, path, how, call)                                                 \
+    do {                                                                                        \
+        char b1_[PM_PATH_MAX], b2_[PM_PATH_MAX];                                                \
+        const char *p;                                                                          \
+        int d;                                                                                  \
+        ENSURE();                                                                               \
+        if (map_path_at((dirfd), (path), b1_, (how), &d, &p) < 0) {                             \
+            RECORD((op), (dirfd), (path), 1);                                                   \
+            return -1;                                                                          \
+        }                                                                                       \
+        long r_ = (call);                                                                       \
+        if (UNLIKELY(r_ < 0)) {                                                                 \
+            errno = (int)-r_;                                                                   \
+            if (active && RETRY_AT_ERRNO(errno) &&                                              \
+                retry_path_at((dirfd), (path), d, p, b2_, (how), &d, &p)) {                     \
                 r_ = (call);                                                                    \
                 if (r_ < 0)                                                                     \
                     errno = (int)-r_;                                                           \

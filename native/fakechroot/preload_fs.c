@@ -32,8 +32,8 @@ static int open_op(int flags)
 
 static int do_openat(int dirfd, const char *path, int flags, mode_t mode)
 {
-    PATH_CALL(open_op(flags), int, -1, dirfd, path, open_how(flags),
-              CALLI(openat, (dirfd, p, flags, mode)));
+    PATH_AT_CALL(open_op(flags), int, -1, dirfd, path, open_how(flags),
+                 CALLI(openat, (d, p, flags, mode)));
 }
 
 static mode_t open_mode(int flags, va_list ap)
@@ -170,7 +170,7 @@ static __attribute__((noinline)) int fstatat_mapped(int dirfd, const char *path,
                                                     struct stat *st, int flags)
 {
     unsigned how = (flags & AT_SYMLINK_NOFOLLOW) ? 0 : F_FOLLOW;
-    SYS_CALL(REC_STAT, dirfd, path, how, nbs_fstatat(dirfd, p, st, flags));
+    SYS_AT_CALL(REC_STAT, dirfd, path, how, nbs_fstatat(d, p, st, flags));
 }
 
 /* The stat family is the hottest: a host path is one table lookup away
@@ -273,7 +273,7 @@ EXPORT int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st,
 EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf)
 {
     unsigned how = (flags & AT_SYMLINK_NOFOLLOW) ? 0 : F_FOLLOW;
-    SYS_CALL(REC_STAT, dirfd, path, how, nbs_statx(dirfd, p, flags, mask, buf));
+    SYS_AT_CALL(REC_STAT, dirfd, path, how, nbs_statx(d, p, flags, mask, buf));
 }
 
 EXPORT int statfs(const char *path, struct statfs *buf)
@@ -314,14 +314,14 @@ static unsigned access_how(int mode, int flags)
 
 EXPORT int access(const char *path, int mode)
 {
-    PATH_CALL(REC_STAT, int, -1, AT_FDCWD, path, access_how(mode, 0),
-              CALLI(faccessat, (AT_FDCWD, p, mode, 0)));
+    PATH_AT_CALL(REC_STAT, int, -1, AT_FDCWD, path, access_how(mode, 0),
+                 CALLI(faccessat, (d, p, mode, 0)));
 }
 
 EXPORT int faccessat(int dirfd, const char *path, int mode, int flags)
 {
-    PATH_CALL(REC_STAT, int, -1, dirfd, path, access_how(mode, flags),
-              CALLI(faccessat, (dirfd, p, mode, flags)));
+    PATH_AT_CALL(REC_STAT, int, -1, dirfd, path, access_how(mode, flags),
+                 CALLI(faccessat, (d, p, mode, flags)));
 }
 
 EXPORT int euidaccess(const char *path, int mode)
@@ -350,17 +350,18 @@ static ssize_t do_readlinkat(int dirfd, const char *path, char *buf, size_t bufs
 {
     char b1[PM_PATH_MAX], b2[PM_PATH_MAX], target[PM_PATH_MAX], sbx[PM_PATH_MAX];
     const char *p;
+    int d;
     ENSURE();
     if (active && exe_sbx[0] && MAYBE_NULL(path) && path[0] == '/' && is_proc_exe(path))
         return copy_out(exe_sbx, buf, bufsiz);
-    if (map_path(dirfd, path, b1, 0, &p) < 0)
+    if (map_path_at(dirfd, path, b1, 0, &d, &p) < 0)
         return -1;
-    long n = nbs_readlinkat(dirfd, p, target, sizeof target - 1);
+    long n = nbs_readlinkat(d, p, target, sizeof target - 1);
     if (n < 0) {
         errno = (int)-n;
-        if (!active || !RETRY_ERRNO(errno) || !retry_path(dirfd, path, p, b2, 0, &p))
+        if (!active || !RETRY_AT_ERRNO(errno) || !retry_path_at(dirfd, path, d, p, b2, 0, &d, &p))
             return -1;
-        n = nbs_readlinkat(dirfd, p, target, sizeof target - 1);
+        n = nbs_readlinkat(d, p, target, sizeof target - 1);
         if (n < 0) {
             errno = (int)-n;
             return -1;
@@ -563,17 +564,43 @@ EXPORT int chdir(const char *path)
     return r;
 }
 
-EXPORT int chroot(const char *path)
+static int do_chroot(const char *path)
 {
     PATH_CALL(REC_NONE, int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(chroot, (p)));
+}
+
+EXPORT int chroot(const char *path)
+{
+    int r = do_chroot(path);
+    if (r == 0)
+        held_drop_all(); /* they lead out of the new root: full host paths from now */
+    return r;
 }
 
 /* ------------------------------------------------------------------------ */
 /* directories */
 
+/* opendir of P, relative to D (a held directory) or absolute/relative to
+ * the working directory (AT_FDCWD): as glibc's opendir does it. */
+static DIR *opendir_at(int d, const char *p)
+{
+    if (d == AT_FDCWD)
+        return CALLP(opendir, (p));
+    int fd = CALLI(openat, (d, p, O_RDONLY | O_NONBLOCK | O_DIRECTORY | O_CLOEXEC, 0));
+    if (fd < 0)
+        return NULL;
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        int e = errno;
+        nbs_close(fd);
+        errno = e;
+    }
+    return dir;
+}
+
 EXPORT DIR *opendir(const char *path)
 {
-    PATH_CALL(REC_LIST, DIR *, NULL, AT_FDCWD, path, F_FOLLOW, CALLP(opendir, (p)));
+    PATH_AT_CALL(REC_LIST, DIR *, NULL, AT_FDCWD, path, F_FOLLOW, opendir_at(d, p));
 }
 
 typedef int (*scan_filter)(const struct dirent *);

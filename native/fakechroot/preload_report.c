@@ -11,9 +11,9 @@
  * no translation).  Like the exec path, recording uses stack buffers and
  * raw system calls only, takes no lock and allocates nothing.
  *
- * This file also interposes what must not close the record descriptor
- * (close, close_range, closefrom, dup2, dup3), connect, and fchdir (the
- * working directory is cached for relative paths).
+ * This file also interposes connect, and fchdir (the working directory is
+ * cached for relative paths); preload_fds.c keeps the record descriptor
+ * open.
  */
 #include "preload.h"
 
@@ -21,7 +21,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stddef.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -199,92 +198,17 @@ __attribute__((noinline, cold)) int rec_exec_before(int dirfd, const char *path,
 }
 
 /* ------------------------------------------------------------------------ */
-/* keeping the record descriptor open */
+/* the record descriptor moved (preload_fds.c: a dup2/dup3 onto its number) */
 
-#define REC_FD_MIN 100 /* where the descriptor moves when a dup2 takes its number */
-
-/* Move the record descriptor away from its number (dup2/dup3 onto it). */
-static int move_record_fd(void)
+void report_fd_moved(int fd)
 {
-    int old = R.fd;
-    long n = nbs_fcntl(old, F_DUPFD, REC_FD_MIN);
-    if (n < 0) {
-        errno = (int)-n;
-        return -1;
-    }
-    set_fd_var((int)n);
-    __atomic_store_n(&R.fd, (int)n, __ATOMIC_RELEASE);
+    set_fd_var(fd);
+    __atomic_store_n(&R.fd, fd, __ATOMIC_RELEASE);
     /* descendants that take the program's environment find it there */
     for (char **e = environ; e && *e; e++) {
         if (pm_startswith(*e, REC_ENV_FD))
             *e = rec_fd_var;
     }
-    return 0;
-}
-
-EXPORT int close(int fd)
-{
-    ENSURE();
-    if (UNLIKELY(fd >= 0 && fd == R.fd))
-        return 0; /* pretend: the record must survive the program's clean-ups */
-    return CALLI(close, (fd));
-}
-
-static long close_range_keeping(unsigned first, unsigned last, int flags)
-{
-    int fd = R.fd;
-    if (fd < 0 || (unsigned)fd < first || (unsigned)fd > last)
-        return nbs_close_range(first, last, (unsigned)flags);
-    long r = 0;
-    if ((unsigned)fd > first)
-        r = nbs_close_range(first, (unsigned)fd - 1, (unsigned)flags);
-    if (r == 0 && (unsigned)fd < last)
-        r = nbs_close_range((unsigned)fd + 1, last, (unsigned)flags);
-    return r;
-}
-
-EXPORT int close_range(unsigned int first, unsigned int last, int flags)
-{
-    ENSURE();
-    long r = close_range_keeping(first, last, flags);
-    if (r < 0) {
-        errno = (int)-r;
-        return -1;
-    }
-    return 0;
-}
-
-EXPORT void closefrom(int low)
-{
-    ENSURE();
-    unsigned first = low < 0 ? 0u : (unsigned)low;
-    if (close_range_keeping(first, ~0u, 0) == 0)
-        return;
-    /* a kernel without close_range (before 5.9) */
-    struct rlimit rl;
-    unsigned long max = 65536;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < max)
-        max = (unsigned long)rl.rlim_cur;
-    for (unsigned long fd = first; fd < max; fd++) {
-        if ((int)fd != R.fd)
-            nbs_close((int)fd);
-    }
-}
-
-EXPORT int dup2(int old, int new)
-{
-    ENSURE();
-    if (UNLIKELY(new >= 0 && new == R.fd && old != new) && move_record_fd() < 0)
-        return -1;
-    return CALLI(dup2, (old, new));
-}
-
-EXPORT int dup3(int old, int new, int flags)
-{
-    ENSURE();
-    if (UNLIKELY(new >= 0 && new == R.fd && old != new) && move_record_fd() < 0)
-        return -1;
-    return CALLI(dup3, (old, new, flags));
 }
 
 /* ------------------------------------------------------------------------ */

@@ -238,6 +238,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ASSERT(strncmp(host, m->to, m->to_len) == 0);
         }
     }
+    /* the relative form: the same mapping, and the same rest as the host
+     * path after TO (without leading slashes) */
+    const struct pm_map *rm = NULL;
+    const char *rel = NULL;
+    int rr = pm_to_rel(&table, path, &rm, &rel);
+    ASSERT(rr == PM_ASIS || rr == PM_MAPPED || rr == PM_RESOLVE);
+    ASSERT((rr == PM_ASIS) == (rm == NULL));
+    if (r >= 0) {
+        ASSERT(rr == r && rm == m);
+        if (r == PM_MAPPED) {
+            const char *tail = host + m->to_len;
+            while (*tail == '/')
+                tail++;
+            ASSERT(rel && rel[0] != '/' && strcmp(tail, rel) == 0);
+        }
+    } else {
+        ASSERT(rr != PM_ASIS); /* only a mapped path can be too long */
+    }
     r = pm_to_sandbox(&table, path, back, PM_PATH_MAX);
     ASSERT(r == 0 || r == 1 || r == -ENAMETOOLONG);
     if (r == 1)

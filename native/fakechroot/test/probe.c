@@ -10,6 +10,12 @@
  *   cat P | iconv | dlopen P | fopen P
  *   exec P ARG... | execvp NAME ARG... | spawn P ARG... | spawnp NAME ARG...
  *   system CMD | popen CMD
+ *   closefds range|from|loop   close every descriptor from 3 up
+ *   dup2dirs                   dup2 /dev/null onto every descriptor of a directory
+ *   dirfds                     how many descriptors of directories are open
+ *   threads N P                N threads stat() P at once, from their first call
+ *   fork P | vfork-dup2 P      stat and open P in a child; in the parent after a
+ *                              vfork child dup2'ed onto every directory descriptor
  * exec* commands take the rest of the command line.
  */
 #define _GNU_SOURCE
@@ -19,6 +25,7 @@
 #include <fcntl.h>
 #include <iconv.h>
 #include <limits.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +35,48 @@
 #include <unistd.h>
 
 extern char **environ;
+
+int close_range(unsigned int first, unsigned int last, int flags);
+void closefrom(int low);
+
+#define FD_SCAN 1024
+
+static int is_dir_fd(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* stat and open P: 0 when both work */
+static int stat_open(const char *p)
+{
+    struct stat st;
+    if (stat(p, &st) < 0)
+        return -1;
+    int fd = open(p, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+struct stat_thread {
+    pthread_barrier_t *start;
+    const char *path;
+    int failed;
+};
+
+static void *stat_loop(void *arg)
+{
+    struct stat_thread *t = arg;
+    struct stat st;
+    pthread_barrier_wait(t->start);
+    for (int i = 0; i < 200; i++) {
+        if (stat(t->path, &st) < 0 || !S_ISREG(st.st_mode))
+            t->failed++;
+    }
+    return NULL;
+}
 
 static const char *ename(int e)
 {
@@ -203,6 +252,91 @@ static int run(char **a, int n)
             fail(c);
         else
             printf("rename: ok\n");
+    } else if (!strcmp(c, "closefds") && n > 1) {
+        if (!strcmp(a[1], "range")) {
+            if (close_range(3, ~0u, 0) < 0)
+                fail(c);
+        } else if (!strcmp(a[1], "from")) {
+            closefrom(3);
+        } else {
+            for (int fd = 3; fd < FD_SCAN; fd++)
+                close(fd);
+        }
+        printf("closefds: done\n");
+    } else if (!strcmp(c, "dup2dirs")) {
+        int null = open("/dev/null", O_RDONLY), count = 0, dirs[FD_SCAN], nd = 0;
+        for (int fd = 3; null >= 0 && fd < FD_SCAN; fd++) {
+            if (fd != null && is_dir_fd(fd))
+                dirs[nd++] = fd;
+        }
+        for (int i = 0; i < nd; i++) {
+            int fd = dirs[i];
+            if (dup2(null, fd) < 0) {
+                fail(c);
+                return 0;
+            }
+            struct stat st;
+            if (fstat(fd, &st) == 0 && S_ISCHR(st.st_mode))
+                count++;
+        }
+        if (null >= 0)
+            close(null);
+        for (int i = 0; i < nd; i++)
+            close(dirs[i]);
+        printf("dup2dirs: %d replaced\n", count);
+    } else if (!strcmp(c, "dirfds")) {
+        int count = 0;
+        for (int fd = 0; fd < FD_SCAN; fd++)
+            count += is_dir_fd(fd);
+        printf("dirfds: %d\n", count);
+    } else if (!strcmp(c, "threads") && n > 2) {
+        int k = atoi(a[1]), failed = 0;
+        pthread_t tid[64];
+        struct stat_thread t[64];
+        pthread_barrier_t start;
+        if (k < 1 || k > 64)
+            k = 8;
+        pthread_barrier_init(&start, NULL, (unsigned)k);
+        for (int i = 0; i < k; i++) {
+            t[i] = (struct stat_thread){&start, a[2], 0};
+            pthread_create(&tid[i], NULL, stat_loop, &t[i]);
+        }
+        for (int i = 0; i < k; i++) {
+            pthread_join(tid[i], NULL);
+            failed += t[i].failed;
+        }
+        printf("threads: %d failed\n", failed);
+    } else if (!strcmp(c, "fork") && n > 1) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(stat_open(a[1]) == 0 ? 0 : 1);
+        int st2;
+        waitpid(pid, &st2, 0);
+        status(c, st2);
+    } else if (!strcmp(c, "vfork-dup2") && n > 1) {
+        int dirs[FD_SCAN], nd = 0;
+        int null = open("/dev/null", O_RDONLY);
+        for (int fd = 3; fd < FD_SCAN; fd++) {
+            if (fd != null && is_dir_fd(fd))
+                dirs[nd++] = fd;
+        }
+        pid_t pid = vfork();
+        if (pid == 0) {
+            for (int i = 0; i < nd; i++)
+                dup2(null, dirs[i]);
+            _exit(0);
+        }
+        int st2;
+        waitpid(pid, &st2, 0);
+        close(null);
+        int same = 1;
+        for (int i = 0; i < nd; i++)
+            same &= is_dir_fd(dirs[i]);
+        if (stat_open(a[1]) < 0)
+            fail(c);
+        else
+            printf("vfork-dup2: ok %s\n", same ? "kept" : "changed");
     } else if (!strcmp(c, "iconv")) {
         iconv_t cd = iconv_open("UTF-16LE", "UTF-8");
         if (cd == (iconv_t)-1) {

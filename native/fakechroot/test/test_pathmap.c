@@ -223,6 +223,55 @@ static const struct entry STORE_FS[] = {
     {NULL, NULL},
 };
 
+/* pm_to_rel: the same mapping as pm_to_host, and the rest of the path
+ * relative to its TO */
+static void test_relative(void)
+{
+    const struct pm_map *m;
+    const char *rel = NULL;
+    char out[PM_PATH_MAX];
+    CHECK(pm_to_rel(&T, "/usr/bin/env", &m, &rel) == PM_ASIS && !m);
+    CHECK(pm_to_rel(&T, "/gnu/storex", &m, &rel) == PM_ASIS && !m);
+    CHECK(pm_to_rel(&T, "/gnu/store/abc-x/bin/x", &m, &rel) == PM_MAPPED);
+    CHECK(m == &T.map[0]);
+    CHECK_STR(rel, "abc-x/bin/x");
+    CHECK(pm_to_rel(&T, "/gnu/store", &m, &rel) == PM_MAPPED);
+    CHECK_STR(rel, "");
+    CHECK(pm_to_rel(&T, "/gnu/store///", &m, &rel) == PM_MAPPED);
+    CHECK_STR(rel, "");
+    CHECK(pm_to_rel(&T, "//gnu/./store//abc/", &m, &rel) == PM_MAPPED);
+    CHECK_STR(rel, "abc/");
+    CHECK(pm_to_rel(&T, "/gnu/store/./abc", &m, &rel) == PM_MAPPED);
+    CHECK_STR(rel, "./abc");
+    CHECK(pm_to_rel(&T, "/gnu/store/a/../b", &m, &rel) == PM_RESOLVE);
+    CHECK(pm_to_rel(&T, "/gnu/store/..", &m, &rel) == PM_RESOLVE);
+    CHECK(pm_to_rel(&T, "/gnu/store/a/..b/c", &m, &rel) == PM_MAPPED);
+    CHECK_STR(rel, "a/..b/c");
+    /* the nested mapping, however spelled */
+    CHECK(pm_to_rel(&T, "/home/u//work/f", &m, &rel) == PM_MAPPED);
+    CHECK(m == &T.map[2]);
+    CHECK_STR(rel, "f");
+    CHECK(pm_to_rel(&T, "/home/u/other", &m, &rel) == PM_MAPPED);
+    CHECK(m && (m->flags & PM_RO));
+    CHECK_STR(rel, "other");
+    CHECK(pm_to_rel(&T, "gnu/store/x", &m, &rel) == PM_ASIS);
+    /* TO joined with REL names what pm_to_host gives, for every spelling */
+    static const char *const paths[] = {
+        "/gnu/store/abc-x/bin/x", "//gnu/./store//abc", "/home/u/work/f", "/home/u//work//f",
+        "/home/u/other", "/data dir/f", "/gnu/store/", "/gnu/store", NULL,
+    };
+    for (int i = 0; paths[i]; i++) {
+        const struct pm_map *h;
+        CHECK(pm_to_host(&T, paths[i], out, sizeof out, &h) == PM_MAPPED);
+        CHECK(pm_to_rel(&T, paths[i], &m, &rel) == PM_MAPPED && m == h);
+        const char *tail = out + m->to_len;
+        while (*tail == '/')
+            tail++;
+        CHECK(strncmp(out, m->to, m->to_len) == 0);
+        CHECK_STR(tail, rel);
+    }
+}
+
 static void test_resolve(void)
 {
     char host[PM_PATH_MAX], sbx[PM_PATH_MAX];
@@ -476,6 +525,7 @@ int main(void)
 {
     test_config();
     test_translate();
+    test_relative();
     test_resolve();
     test_shebang();
     test_elf();
