@@ -242,6 +242,30 @@ def test_userns_ro_bind_of_a_file(launcher, store, work):
     assert config.read_text() == "from the host\n"
 
 
+def mount_points_under(top: str, mountinfo: str) -> dict[str, list[str]]:
+    """Mount point -> per-mount options, for ``top`` and every mount below it."""
+    found = {}
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        point = fields[4].replace("\\040", " ")
+        if point == top or point.startswith(top + "/"):
+            found[point] = fields[5].split(",")
+    return found
+
+
+def test_userns_ro_bind_makes_submounts_read_only(launcher, store):
+    """A read-only bind of a tree with mounts in it is read-only all the way down."""
+    host = mount_points_under("/dev", Path("/proc/self/mountinfo").read_text())
+    if len(host) < 2:
+        pytest.skip("the host's /dev has no mounts below it to bind")
+    prog = ["/bin/cat", "/proc/self/mountinfo"]
+    proc = unpriv.run(userns(launcher, store, "--ro-bind", "/dev:/nbs-ro-dev", "--", *prog))
+    assert proc.returncode == 0, proc.stderr
+    inside = mount_points_under("/nbs-ro-dev", proc.stdout)
+    assert len(inside) == len(host), (host, inside)
+    assert all("ro" in options for options in inside.values()), inside
+
+
 def test_userns_store_shadows_existing_host_directories(launcher, store, work):
     # The prefix exists on the host with other content ...
     taken = work / "taken" / "store"

@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,10 +155,35 @@ static bool unescape_mount_point(const char *s, char out[PATH_MAX])
     return true;
 }
 
+/* mount_setattr(2), Linux >= 5.12: one call makes a whole tree read-only
+ * and leaves every other flag (the locked ones too) as it is. */
+struct nbs_mount_attr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+#define NBS_MOUNT_ATTR_RDONLY 0x1
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+
+static bool setattr_ro_tree(const char *top)
+{
+#ifdef SYS_mount_setattr
+    struct nbs_mount_attr attr = {.attr_set = NBS_MOUNT_ATTR_RDONLY};
+    return syscall(SYS_mount_setattr, AT_FDCWD, top, AT_RECURSIVE, &attr, sizeof attr) == 0;
+#else
+    (void)top;
+    return false;
+#endif
+}
+
 /* A recursive bind copies the source's submounts; MS_REMOUNT only changes
- * the top one, so find the others in mountinfo and make them read-only too. */
+ * the top one, so without mount_setattr (an older kernel, or a seccomp
+ * policy that refuses it) find the others in mountinfo and make them
+ * read-only one by one. */
 static void remount_ro_tree(const char *top)
 {
+    if (setattr_ro_tree(top))
+        return;
     remount_ro(top);
     FILE *f = fopen(MOUNTINFO, "re");
     if (!f)
@@ -214,6 +240,11 @@ static void fill_mirror(const char *target, int srcfd)
     DIR *d = fdopendir(listfd);
     if (!d)
         die_err(errno, NULL, "mirroring %s: opening the host directory", inside(target));
+    /* Bind sources are named relative to the host directory itself (our
+     * working directory for the loop): cheaper for the kernel than a
+     * /proc/self/fd path, and the same directory even when covered. */
+    if (fchdir(srcfd) != 0)
+        die_err(errno, NULL, "mirroring %s: entering the host directory", inside(target));
     struct dirent *e;
     for (errno = 0; (e = readdir(d)) != NULL; errno = 0) {
         const char *name = e->d_name;
@@ -250,8 +281,7 @@ static void fill_mirror(const char *target, int srcfd)
         int r = type == DT_DIR ? mkdir(dst, 0755) : mknod(dst, S_IFREG | 0644, 0);
         if (r != 0)
             die_err(errno, NULL, "mirroring %s: creating a mount point", inside(dst));
-        path_fmt(src, PROC_FD "/%d/%s", srcfd, name);
-        if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0) {
+        if (mount(name, dst, NULL, MS_BIND | MS_REC, NULL) != 0) {
             if (errno != ENOENT && errno != EACCES)
                 die_err(errno, NULL, "mirroring %s: bind mount", inside(dst));
             /* The entry vanished meanwhile, or we cannot reach it. */
@@ -262,6 +292,8 @@ static void fill_mirror(const char *target, int srcfd)
     if (errno)
         die_err(errno, NULL, "mirroring %s: reading the host directory", inside(target));
     closedir(d);
+    if (chdir("/") != 0) /* view_build works from the scratch root */
+        die_err(errno, NULL, "chdir / (scratch)");
 }
 
 /* Cover directory TARGET with a tmpfs that mirrors directory SRCFD
