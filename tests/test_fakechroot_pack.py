@@ -153,6 +153,42 @@ def test_packed_python(engine, python_pack, no_userns):
     assert out["threads"] == [str(i) for i in range(16)]
 
 
+ICONV = r"""
+import ctypes, json
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+libc.iconv_open.restype = ctypes.c_void_p
+libc.iconv_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.iconv.argtypes = [ctypes.c_void_p] + [ctypes.c_void_p] * 4
+def convert(charset, data):
+    cd = libc.iconv_open(b"UTF-8", charset.encode())
+    if cd in (None, ctypes.c_void_p(-1).value):
+        return "iconv_open: errno %d" % ctypes.get_errno()
+    src = ctypes.create_string_buffer(data, len(data))
+    dst = ctypes.create_string_buffer(64)
+    pin, pout = ctypes.c_char_p(ctypes.addressof(src)), ctypes.c_char_p(ctypes.addressof(dst))
+    nin, nout = ctypes.c_size_t(len(data)), ctypes.c_size_t(64)
+    libc.iconv(cd, ctypes.byref(pin), ctypes.byref(nin), ctypes.byref(pout), ctypes.byref(nout))
+    return dst.raw[:64 - nout.value].decode()
+out = {"euc-jp": convert("EUC-JP", b"\xa4\xa2"), "latin-9": convert("ISO-8859-15", b"\xa4")}
+with open("/proc/self/maps") as f:
+    out["modules"] = sorted({line.split()[-1] for line in f if "/gconv/" in line})
+print(json.dumps(out))
+"""
+
+
+def test_iconv_loads_the_stores_gconv_modules(engine, python_pack):
+    """iconv for charsets glibc does not build in (EUC-JP, ISO-8859-15) finds
+    their modules in the store glibc's gconv directory, not the host's."""
+    proc = run_python(engine, python_pack, ICONV)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["euc-jp"] == "\u3042" and out["latin-9"] == "\u20ac", out
+    names = sorted(os.path.basename(p) for p in out["modules"])
+    assert names == ["EUC-JP.so", "ISO8859-15.so", "libJIS.so"], out["modules"]
+    store = os.fspath(python_pack.store_dir)
+    assert all(p.startswith(store + "/") for p in out["modules"]), out["modules"]
+
+
 def test_exit_codes_and_signals_are_pythons(engine, python_pack):
     proc = run_python(engine, python_pack, "import os; os._exit(3)")
     assert proc.returncode == 3
