@@ -329,7 +329,7 @@ def test_userns_exec_failures_are_shell_statuses(launcher, store, program, statu
     ["--tmpfs", "relative/path"],
     ["--chdir", "/nonexistent/dir"],
     ["--tmpfs", "/" + "x" * 5000],
-    ["--tmpfs", "/a" * 2045],  # fits PATH_MAX, not once under the new root
+    ["--tmpfs", "/a" * 2048],  # PATH_MAX bytes: one too many with the terminating NUL
 ])
 def test_userns_setup_failures_are_125_and_one_line(launcher, args):
     proc = unpriv.run([launcher, "userns", *args, "--", "/bin/true"])

@@ -1,13 +1,14 @@
 /* nbs-launch userns: the sandbox's file-system view.
  *
  * Everything happens in the process's own mount namespace; nothing is created
- * on the host's file systems.  While building, after a first pivot_root:
+ * on the host's file systems.  A tmpfs becomes the root at once (pivot_root);
+ * while the view is built it holds:
  *
- *   /          a "scratch" tmpfs, detached at the end
- *   /oldroot   the host's root, with all its mounts
- *   /newroot   the new root: a tmpfs that mirrors the host's /, each entry a
- *              recursive bind mount of the host's (symlinks are re-created)
- *   /empty     an empty file, bound over hidden files
+ *   /                  the new root, mirroring the host's /: each entry a
+ *                      recursive bind mount of the host's (symlinks are
+ *                      re-created)
+ *   /.nbs-oldroot.PID  the host's root, with all its mounts
+ *   /.nbs-empty.PID    an empty file bound over hidden files (made if needed)
  *
  * A destination that does not exist needs a mount point.  It can only be
  * created on one of our own tmpfs; if its parent directory is part of a host
@@ -15,9 +16,10 @@
  * down the path), so that e.g. the store shadows a host /gnu/store with other
  * content, or appears in a host /gnu that has no store.
  *
- * At the end the mirror tmpfs become read-only, and pivot_root(".", ".")
- * + umount2(".", MNT_DETACH) makes /newroot the root without leaving a
- * directory behind for the old one.
+ * At the end the host's root is detached (umount2 MNT_DETACH), the helper
+ * entries are removed, and the mirror tmpfs become read-only.  (One tmpfs and
+ * one pivot_root per start, not two: each costs 10 to 20 us of kernel time,
+ * and a tmpfs about as much again to tear down when the program exits.)
  */
 #include "nbs.h"
 
@@ -34,14 +36,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define OLDROOT "/oldroot"
-#define NEWROOT "/newroot"
-#define EMPTY_FILE "/empty"
-/* Bind sources are named through our fds: the kernel resolves the
- * /proc/self/fd magic link to the very mount and directory the fd was opened
+/* While the view is built: where the host's root is ("/.nbs-oldroot.PID"),
+ * and the empty file bound over hidden files, once made.  Sources of binds
+ * are named through our fds, below the host root's /proc/self/fd: the kernel
+ * resolves the magic link to the very mount and directory the fd was opened
  * on, even when that directory has since been covered by another mount. */
-#define PROC_FD OLDROOT "/proc/self/fd"
-#define MOUNTINFO OLDROOT "/proc/self/mountinfo"
+static char oldroot[64], empty_file[64];
 #define MAX_SYMLINKS 40
 
 /* Linux >= 5.10; older C libraries lack the names. */
@@ -59,15 +59,6 @@ static size_t n_writable, cap_writable;
 /* Mirror tmpfs, made read-only when the view is complete. */
 static struct strvec mirrors;
 
-/* A path under /newroot as the program will see it (for messages). */
-static const char *inside(const char *full)
-{
-    size_t n = strlen(NEWROOT);
-    if (!strncmp(full, NEWROOT, n) && (full[n] == '/' || !full[n]))
-        return full[n] ? full + n : "/";
-    return full;
-}
-
 static int sys_pivot_root(const char *new_root, const char *put_old)
 {
     return (int)syscall(SYS_pivot_root, new_root, put_old);
@@ -77,7 +68,7 @@ static void add_writable(const char *dir)
 {
     struct stat st;
     if (stat(dir, &st) != 0)
-        die_err(errno, NULL, "stat %s", inside(dir));
+        die_err(errno, NULL, "stat %s", dir);
     if (n_writable == cap_writable) {
         size_t cap = cap_writable ? cap_writable * 2 : 16;
         dev_t *devs = reallocarray(writable_devs, cap, sizeof *devs);
@@ -93,7 +84,7 @@ static bool is_writable(const char *dir)
 {
     struct stat st;
     if (stat(dir, &st) != 0)
-        die_err(errno, NULL, "stat %s", inside(dir));
+        die_err(errno, NULL, "stat %s", dir);
     for (size_t i = 0; i < n_writable; i++)
         if (writable_devs[i] == st.st_dev)
             return true;
@@ -109,7 +100,7 @@ static unsigned long locked_flags(const char *path)
 {
     struct statvfs sv;
     if (statvfs(path, &sv) != 0)
-        die_err(errno, NULL, "statvfs %s", inside(path));
+        die_err(errno, NULL, "statvfs %s", path);
     unsigned long f = 0;
     if (sv.f_flag & ST_NOSUID)
         f |= MS_NOSUID;
@@ -133,7 +124,7 @@ static unsigned long locked_flags(const char *path)
 static void remount_ro(const char *path)
 {
     if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(path), NULL) != 0)
-        die_err(errno, NULL, "remounting %s read-only", inside(path));
+        die_err(errno, NULL, "remounting %s read-only", path);
 }
 
 /* Undo mountinfo's octal escapes (\040 for a space...); false if too long. */
@@ -185,7 +176,9 @@ static void remount_ro_tree(const char *top)
     if (setattr_ro_tree(top))
         return;
     remount_ro(top);
-    FILE *f = fopen(MOUNTINFO, "re");
+    char mountinfo[PATH_MAX];
+    path_fmt(mountinfo, "%s/proc/self/mountinfo", oldroot);
+    FILE *f = fopen(mountinfo, "re");
     if (!f)
         die_err(errno, NULL, "opening /proc/self/mountinfo");
     /* Two escaped paths (up to 4 bytes per character) and some options. */
@@ -228,7 +221,7 @@ static void remount_ro_tree(const char *top)
 static void bind_mount(const char *src, const char *dst, const char *what)
 {
     if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0)
-        die_err(errno, NULL, "%s: bind mount on %s", what, inside(dst));
+        die_err(errno, NULL, "%s: bind mount on %s", what, dst);
 }
 
 /* Fill tmpfs TARGET with one entry per entry of directory SRCFD. */
@@ -236,29 +229,29 @@ static void fill_mirror(const char *target, int srcfd)
 {
     int listfd = openat(srcfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (listfd < 0)
-        die_err(errno, NULL, "mirroring %s: opening the host directory", inside(target));
+        die_err(errno, NULL, "mirroring %s: opening the host directory", target);
     DIR *d = fdopendir(listfd);
     if (!d)
-        die_err(errno, NULL, "mirroring %s: opening the host directory", inside(target));
+        die_err(errno, NULL, "mirroring %s: opening the host directory", target);
     /* Bind sources are named relative to the host directory itself (our
      * working directory for the loop): cheaper for the kernel than a
      * /proc/self/fd path, and the same directory even when covered. */
     if (fchdir(srcfd) != 0)
-        die_err(errno, NULL, "mirroring %s: entering the host directory", inside(target));
+        die_err(errno, NULL, "mirroring %s: entering the host directory", target);
     struct dirent *e;
     for (errno = 0; (e = readdir(d)) != NULL; errno = 0) {
         const char *name = e->d_name;
         if (!strcmp(name, ".") || !strcmp(name, ".."))
             continue;
         char dst[PATH_MAX], src[PATH_MAX];
-        path_fmt(dst, "%s/%s", target, name);
+        path_fmt(dst, "%s/%s", strcmp(target, "/") ? target : "", name);
         unsigned char type = e->d_type;
         if (type == DT_UNKNOWN) {
             struct stat st;
             if (fstatat(srcfd, name, &st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0) {
                 if (errno == ENOENT || errno == EACCES)
                     continue; /* gone, or not reachable for us either */
-                die_err(errno, NULL, "mirroring %s", inside(dst));
+                die_err(errno, NULL, "mirroring %s", dst);
             }
             type = S_ISLNK(st.st_mode) ? DT_LNK : S_ISDIR(st.st_mode) ? DT_DIR : DT_REG;
         }
@@ -267,33 +260,33 @@ static void fill_mirror(const char *target, int srcfd)
             if (n < 0) {
                 if (errno == ENOENT)
                     continue;
-                die_err(errno, NULL, "mirroring %s: readlink", inside(dst));
+                die_err(errno, NULL, "mirroring %s: readlink", dst);
             }
             if ((size_t)n >= sizeof src)
-                die_err(ENAMETOOLONG, NULL, "mirroring %s: readlink", inside(dst));
+                die_err(ENAMETOOLONG, NULL, "mirroring %s: readlink", dst);
             src[n] = '\0';
             if (symlink(src, dst) != 0)
-                die_err(errno, NULL, "mirroring %s: symlink", inside(dst));
+                die_err(errno, NULL, "mirroring %s: symlink", dst);
             continue;
         }
         /* A bind mount needs a mount point of the same kind: a directory for a
          * directory, any non-directory for anything else. */
         int r = type == DT_DIR ? mkdir(dst, 0755) : mknod(dst, S_IFREG | 0644, 0);
         if (r != 0)
-            die_err(errno, NULL, "mirroring %s: creating a mount point", inside(dst));
+            die_err(errno, NULL, "mirroring %s: creating a mount point", dst);
         if (mount(name, dst, NULL, MS_BIND | MS_REC, NULL) != 0) {
             if (errno != ENOENT && errno != EACCES)
-                die_err(errno, NULL, "mirroring %s: bind mount", inside(dst));
+                die_err(errno, NULL, "mirroring %s: bind mount", dst);
             /* The entry vanished meanwhile, or we cannot reach it. */
             if ((type == DT_DIR ? rmdir(dst) : unlink(dst)) != 0)
-                die_err(errno, NULL, "mirroring %s: removing a mount point", inside(dst));
+                die_err(errno, NULL, "mirroring %s: removing a mount point", dst);
         }
     }
     if (errno)
-        die_err(errno, NULL, "mirroring %s: reading the host directory", inside(target));
+        die_err(errno, NULL, "mirroring %s: reading the host directory", target);
     closedir(d);
-    if (chdir("/") != 0) /* view_build works from the scratch root */
-        die_err(errno, NULL, "chdir / (scratch)");
+    if (chdir("/") != 0) /* view_build works from the root */
+        die_err(errno, NULL, "chdir /");
 }
 
 /* Cover directory TARGET with a tmpfs that mirrors directory SRCFD
@@ -303,7 +296,7 @@ static void mirror_onto(const char *target, int srcfd, mode_t mode)
     char opts[32];
     snprintf(opts, sizeof opts, "mode=%o", (unsigned)(mode & 07777));
     if (mount("nbsandbox", target, "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0)
-        die_err(errno, NULL, "mounting a tmpfs on %s", inside(target));
+        die_err(errno, NULL, "mounting a tmpfs on %s", target);
     add_writable(target);
     strvec_push(&mirrors, target);
     if (srcfd >= 0)
@@ -321,10 +314,10 @@ static void make_creatable(const char *dir)
      * its names are not ours to see. */
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 && errno != EACCES)
-        die_err(errno, NULL, "mirroring %s", inside(dir));
+        die_err(errno, NULL, "mirroring %s", dir);
     struct stat st;
     if (stat(dir, &st) != 0)
-        die_err(errno, NULL, "stat %s", inside(dir));
+        die_err(errno, NULL, "stat %s", dir);
     mirror_onto(dir, fd, st.st_mode);
     if (fd >= 0)
         close(fd);
@@ -332,20 +325,19 @@ static void make_creatable(const char *dir)
 
 enum walk_mode { WALK_LOOKUP, WALK_DIR, WALK_FILE };
 
-/* Resolve PATH the way the program will see it: symlinks are followed with
- * /newroot as the root, ".." never climbs above it.  Every lstat() is on a
- * path made only of resolved directories, so the kernel never follows a
- * symlink (an absolute one would lead out of /newroot).  With WALK_DIR or
- * WALK_FILE, missing components are created: directories, and the last one
- * as a directory or an empty file.  FULL receives "/newroot<resolved>".
+/* Resolve PATH the way the program will see it: symlinks are followed within
+ * the new root, ".." never climbs above it.  Every lstat() is on a path made
+ * only of resolved directories, so the kernel never follows a symlink.  With
+ * WALK_DIR or WALK_FILE, missing components are created: directories, and the
+ * last one as a directory or an empty file.  FULL receives the resolved path.
  * Returns 0, or -1 with errno ENOENT (WALK_LOOKUP only); other failures die. */
 static int walk(const struct view_op *op, enum walk_mode mode, char full[PATH_MAX])
 {
     char rest[PATH_MAX], link[PATH_MAX];
-    const size_t base = strlen(NEWROOT);
+    const size_t base = 0; /* full is "" for the root while resolving */
     size_t flen = base;
     int links = 0;
-    memcpy(full, NEWROOT, base + 1);
+    full[0] = '\0';
     if (strlen(op->dst) >= sizeof rest)
         die_err(ENAMETOOLONG, NULL, "%s", op->what);
     strcpy(rest, op->dst);
@@ -384,7 +376,7 @@ static int walk(const struct view_op *op, enum walk_mode mode, char full[PATH_MA
                     die_err(ELOOP, NULL, "%s", op->what);
                 ssize_t n = readlink(full, link, sizeof link);
                 if (n < 0)
-                    die_err(errno, NULL, "%s: readlink %s", op->what, inside(full));
+                    die_err(errno, NULL, "%s: readlink %s", op->what, full);
                 size_t rlen = strlen(end);
                 if ((size_t)n + rlen >= sizeof link)
                     die_err(ENAMETOOLONG, NULL, "%s", op->what);
@@ -398,27 +390,29 @@ static int walk(const struct view_op *op, enum walk_mode mode, char full[PATH_MA
                 continue;
             }
             if (!S_ISDIR(st.st_mode) && !last)
-                die_err(ENOTDIR, NULL, "%s: %s", op->what, inside(full));
+                die_err(ENOTDIR, NULL, "%s: %s", op->what, full);
             flen += 1 + clen;
             p = end;
             continue;
         }
         if (errno != ENOENT)
-            die_err(errno, NULL, "%s: lstat %s", op->what, inside(full));
+            die_err(errno, NULL, "%s: lstat %s", op->what, full);
         if (mode == WALK_LOOKUP) {
             errno = ENOENT;
             return -1;
         }
         full[flen] = '\0';
-        make_creatable(full); /* "/newroot" itself when flen == base */
+        make_creatable(flen == base ? "/" : full);
         full[flen] = '/';
         int r = (!last || mode == WALK_DIR) ? mkdir(full, 0755) : mknod(full, S_IFREG | 0644, 0);
         if (r != 0)
-            die_err(errno, NULL, "%s: creating %s", op->what, inside(full));
+            die_err(errno, NULL, "%s: creating %s", op->what, full);
         flen += 1 + clen;
         p = end;
     }
     full[flen] = '\0';
+    if (flen == base)
+        strcpy(full, "/");
     return 0;
 }
 
@@ -426,13 +420,13 @@ static void check_kind(const struct view_op *op, const char *full, bool want_dir
 {
     struct stat st;
     if (stat(full, &st) != 0)
-        die_err(errno, NULL, "%s: stat %s", op->what, inside(full));
+        die_err(errno, NULL, "%s: stat %s", op->what, full);
     if (want_dir && !S_ISDIR(st.st_mode) && op->kind == OP_TMPFS)
-        die_err(ENOTDIR, NULL, "%s: %s", op->what, inside(full));
+        die_err(ENOTDIR, NULL, "%s: %s", op->what, full);
     if (want_dir && !S_ISDIR(st.st_mode))
-        die("%s: %s is not a directory, the source is", op->what, inside(full));
+        die("%s: %s is not a directory, the source is", op->what, full);
     if (!want_dir && S_ISDIR(st.st_mode))
-        die("%s: %s is a directory, the source is not", op->what, inside(full));
+        die("%s: %s is a directory, the source is not", op->what, full);
 }
 
 static void apply(const struct view_op *op)
@@ -445,7 +439,7 @@ static void apply(const struct view_op *op)
     case OP_RO_BIND:
         walk(op, op->src_is_dir ? WALK_DIR : WALK_FILE, full);
         check_kind(op, full, op->src_is_dir);
-        path_fmt(src, PROC_FD "/%d", op->srcfd);
+        path_fmt(src, "%s/proc/self/fd/%d", oldroot, op->srcfd);
         bind_mount(src, full, what);
         if (op->kind != OP_BIND)
             remount_ro_tree(full);
@@ -455,13 +449,18 @@ static void apply(const struct view_op *op)
             break; /* nothing there to hide */
         struct stat st;
         if (stat(full, &st) != 0)
-            die_err(errno, NULL, "%s: stat %s", what, inside(full));
+            die_err(errno, NULL, "%s: stat %s", what, full);
         if (S_ISDIR(st.st_mode)) {
             if (mount("nbsandbox", full, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                       "mode=0755") != 0)
                 die_err(errno, NULL, "%s: mounting an empty tmpfs", what);
         } else {
-            bind_mount(EMPTY_FILE, full, what);
+            if (!empty_file[0]) {
+                snprintf(empty_file, sizeof empty_file, "/.nbs-empty.%ld", (long)getpid());
+                if (mknod(empty_file, S_IFREG | 0444, 0) != 0)
+                    die_err(errno, NULL, "creating %s", empty_file);
+            }
+            bind_mount(empty_file, full, what);
             remount_ro(full);
         }
         break;
@@ -476,7 +475,7 @@ static void apply(const struct view_op *op)
     }
 }
 
-/* Where to mount the scratch tmpfs for a moment: any host directory will do,
+/* Where to mount the root tmpfs for a moment: any host directory will do,
  * pivot_root moves the tmpfs away from it again. */
 static const char *scratch_mount_point(void)
 {
@@ -486,7 +485,7 @@ static const char *scratch_mount_point(void)
         if (lstat(candidates[i], &st) == 0 && S_ISDIR(st.st_mode))
             return candidates[i];
     }
-    die_err(ENOENT, NULL, "no directory to mount a scratch tmpfs on (tried /tmp, /mnt, /var/tmp, /proc)");
+    die_err(ENOENT, NULL, "no directory to mount a tmpfs on for a moment (tried /tmp, /mnt, /var/tmp, /proc)");
 }
 
 void view_build(struct view_op *ops, size_t nops)
@@ -496,57 +495,51 @@ void view_build(struct view_op *ops, size_t nops)
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
         die_err(errno, NULL, "making the mounts private");
 
+    struct stat st;
+    if (stat("/", &st) != 0)
+        die_err(errno, NULL, "stat of the host's root directory");
     const char *scratch = scratch_mount_point();
-    char path[PATH_MAX];
-    if (mount("nbsandbox", scratch, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755") != 0)
-        die_err(errno, NULL, "mounting a scratch tmpfs on %s", scratch);
-    path_fmt(path, "%s" NEWROOT, scratch);
-    if (mkdir(path, 0755) != 0)
+    char opts[32], path[PATH_MAX];
+    snprintf(opts, sizeof opts, "mode=%o", (unsigned)(st.st_mode & 07777));
+    if (mount("nbsandbox", scratch, "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0)
+        die_err(errno, NULL, "mounting a tmpfs on %s", scratch);
+    snprintf(oldroot, sizeof oldroot, "/.nbs-oldroot.%ld", (long)getpid());
+    path_fmt(path, "%s%s", scratch, oldroot);
+    if (mkdir(path, 0700) != 0)
         die_err(errno, NULL, "mkdir %s", path);
-    path_fmt(path, "%s" EMPTY_FILE, scratch);
-    if (mknod(path, S_IFREG | 0444, 0) != 0)
-        die_err(errno, NULL, "creating %s", path);
-    path_fmt(path, "%s" OLDROOT, scratch);
-    if (mkdir(path, 0755) != 0)
-        die_err(errno, NULL, "mkdir %s", path);
-    /* The scratch tmpfs becomes the root, the host's root moves to /oldroot;
-     * pivot_root takes the tmpfs off `scratch`, which shows the host's
-     * directory again.  EINVAL here usually means we run in a chroot. */
+    /* The tmpfs becomes the root, the host's root moves below it; pivot_root
+     * takes the tmpfs off `scratch`, which shows the host's directory again.
+     * EINVAL here usually means we run in a chroot. */
     if (sys_pivot_root(scratch, path) != 0) {
         int e = errno;
         die_err(e, e == EINVAL ? "the root is not a mount point: a chroot, or an initramfs root" : NULL,
-                "pivot_root to a scratch tmpfs");
+                "pivot_root to a tmpfs");
     }
     if (chdir("/") != 0)
-        die_err(errno, NULL, "chdir / (scratch)");
+        die_err(errno, NULL, "chdir /");
+    add_writable("/");
+    strvec_push(&mirrors, "/");
 
-    int hostroot = open(OLDROOT, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int hostroot = open(oldroot, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (hostroot < 0)
         die_err(errno, NULL, "opening the host's root directory");
-    struct stat st;
-    if (fstat(hostroot, &st) != 0)
-        die_err(errno, NULL, "stat of the host's root directory");
-    mirror_onto(NEWROOT, hostroot, st.st_mode);
+    fill_mirror("/", hostroot);
     close(hostroot);
 
     for (size_t i = 0; i < nops; i++)
         apply(&ops[i]);
-
-    for (size_t i = 0; i < mirrors.len; i++)
-        remount_ro(mirrors.items[i]);
     for (size_t i = 0; i < nops; i++)
         if (ops[i].srcfd >= 0 && close(ops[i].srcfd) == 0)
             ops[i].srcfd = -1;
 
-    /* pivot_root(".", "."): the new root becomes "/", the old one (scratch,
-     * with the host's tree under it) is stacked on top of it, and the lazy
-     * unmount of "." takes it away; no directory is needed to hold it. */
-    if (chdir(NEWROOT) != 0)
-        die_err(errno, NULL, "chdir %s", NEWROOT);
-    if (sys_pivot_root(".", ".") != 0)
-        die_err(errno, NULL, "pivot_root to the new root");
-    if (umount2(".", MNT_DETACH) != 0)
-        die_err(errno, NULL, "detaching the old root");
-    if (chdir("/") != 0)
-        die_err(errno, NULL, "chdir /");
+    /* The host's root, with every mount below it, leaves the namespace; its
+     * mount point and the empty file go, then the mirrors become read-only. */
+    if (umount2(oldroot, MNT_DETACH) != 0)
+        die_err(errno, NULL, "detaching the host's root");
+    if (rmdir(oldroot) != 0)
+        die_err(errno, NULL, "removing %s", oldroot);
+    if (empty_file[0] && unlink(empty_file) != 0)
+        die_err(errno, NULL, "removing %s", empty_file);
+    for (size_t i = 0; i < mirrors.len; i++)
+        remount_ro(mirrors.items[i]);
 }
