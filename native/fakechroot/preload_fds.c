@@ -229,8 +229,8 @@ static long close_range_keeping(unsigned first, unsigned last, int flags)
         }
         lo = k + 1;
     }
-    if (lo > last || lo == 0)
-        return 0; /* LO wrapped: ours was the last number */
+    if (lo > last)
+        return 0; /* ours was the last number */
     return nbs_close_range(lo, last, (unsigned)flags);
 }
 
