@@ -12,9 +12,12 @@ truncated one, gives an :class:`~nbsandbox.errors.ElfError` of one line.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from elftools.common.exceptions import ELFError, ELFParseError
@@ -114,11 +117,31 @@ def is_elf(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+#: Facts read within :func:`reusing_reads`, by path and the file's identity.
+_reads: contextvars.ContextVar[dict[tuple, ElfInfo] | None] = contextvars.ContextVar(
+    "nbsandbox_elf_reads", default=None)
+
+
+@contextlib.contextmanager
+def reusing_reads() -> Iterator[None]:
+    """Within the block, :func:`read_elf` parses each file once: a second read of
+    the same path, same inode, mode, size and times returns the first one's facts.
+
+    For one launch's inspection (the program, the engine's command, the
+    libraries' check look at the same files); nothing is kept after the block.
+    """
+    token = _reads.set({} if _reads.get() is None else _reads.get())
+    try:
+        yield
+    finally:
+        _reads.reset(token)
+
+
 def read_elf(path: str | os.PathLike[str]) -> ElfInfo:
     """Read the ELF facts of ``path``.
 
     Raises :class:`ElfError` (one line) for a file that cannot be read, is
-    not ELF, is truncated or is corrupt.
+    not ELF, is truncated or is corrupt.  See :func:`reusing_reads`.
     """
     spath = os.fspath(path)
     try:
@@ -129,6 +152,11 @@ def read_elf(path: str | os.PathLike[str]) -> ElfInfo:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise ElfError(f"{spath} is not a regular file, so not an ELF file")
+        reads = _reads.get()
+        key = (spath, st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns,
+               st.st_ctime_ns)
+        if reads is not None and key in reads:
+            return reads[key]
         magic = f.read(4)
         if magic != ELF_MAGIC:
             raise ElfError(f"{spath} is not an ELF file (it starts with {magic!r})")
@@ -142,7 +170,10 @@ def read_elf(path: str | os.PathLike[str]) -> ElfInfo:
             )
         f.seek(0)
         try:
-            return _parse(spath, f, st)
+            info = _parse(spath, f, st)
+            if reads is not None:
+                reads[key] = info
+            return info
         except ElfError:
             raise
         except _PARSE_ERRORS as exc:

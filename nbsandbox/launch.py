@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from nbsandbox.elf import reusing_reads
 from nbsandbox.engines import Command, Resolution, requested_engine, resolve
 from nbsandbox.errors import EngineUnavailable
 from nbsandbox.gpu import GpuView
@@ -198,6 +199,13 @@ def prepare(plan: LaunchPlan, engine: str | None = None, *, policy: Policy | Non
 
 
 def _choose(plan: LaunchPlan, name: str, asked_by: str, policy: Policy | None) -> Launch:
+    # The program, the engine's command and the libraries' check read the
+    # same ELF files: each is parsed once.
+    with reusing_reads():
+        return _choose_engine(plan, name, asked_by, policy)
+
+
+def _choose_engine(plan: LaunchPlan, name: str, asked_by: str, policy: Policy | None) -> Launch:
     program = inspect_program(plan.root, plan.program)  # once, for every candidate
     machine = host_machine()
     if program.elf.machine != machine:

@@ -20,6 +20,7 @@ from nbsandbox.elf import (
     read_elf,
     read_shebang,
     require_machine,
+    reusing_reads,
 )
 from nbsandbox.errors import ElfError
 
@@ -134,6 +135,22 @@ def test_setuid_and_setgid_come_from_the_mode(tmp_path):
     assert read_elf(copy).setgid and not read_elf(copy).setuid
     copy.chmod(0o755)
     assert not read_elf(copy).setuid and not read_elf(copy).setgid
+
+
+def test_reads_are_reused_within_a_block_only(tmp_path):
+    copy = tmp_path / "prog"
+    shutil.copyfile(PYTHON, copy)
+    assert read_elf(copy) is not read_elf(copy)
+    with reusing_reads():
+        first = read_elf(copy)
+        assert read_elf(copy) is first
+        assert read_elf(str(copy)) is first
+        copy.chmod(0o4755)  # the mode is part of the facts
+        assert read_elf(copy).setuid
+        with copy.open("ab") as f:  # so is the content
+            f.write(b"\0")
+        assert read_elf(copy) is not first
+    assert read_elf(copy) is not read_elf(copy)
 
 
 @pytest.mark.parametrize(("machine", "elf_class", "name"), [
