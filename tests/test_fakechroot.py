@@ -400,8 +400,8 @@ def test_closing_every_descriptor_keeps_the_store_working(engine, mini_store, ho
     proc = run(engine, mini_store, PROBE_BIN,
                ["stat", data, ",", "dirfds", ",", "closefds", how, ",", "stat", data, ",",
                 "cat", data, ",", "open", data, ",", "opendir", f"{P}/{SCRIPTS}/bin", ",",
-                "readlink", link, ",", "dirfds", ",", "closefds", how, ",", "stat",
-                f"{P}/{LIBS}/lib/libnbstest.so"])
+                "scandir", f"{P}/{PROFILE}/scripts/bin", ",", "readlink", link, ",",
+                "dirfds", ",", "closefds", how, ",", "stat", f"{P}/{LIBS}/lib/libnbstest.so"])
     assert proc.returncode == 0, proc.stderr
     # the store's directory stays open (the only directory descriptor here)
     assert lines(proc, "dirfds") == ["1", "1"]
@@ -410,6 +410,7 @@ def test_closing_every_descriptor_keeps_the_store_working(engine, mini_store, ho
     assert one(proc, "cat") == "store data"
     assert one(proc, "open") == "ok"
     assert one(proc, "opendir") == "8 entries"
+    assert one(proc, "scandir") == "8 entries"  # through an absolute symlink
     assert one(proc, "readlink") == PROBE_BIN
 
 
@@ -432,6 +433,15 @@ def test_threads_stat_the_store_from_their_first_call(engine, mini_store):
     assert proc.returncode == 0, proc.stderr
     assert one(proc, "threads") == "0 failed"
     assert one(proc, "dirfds") == "1"  # the threads that lost the race closed theirs
+
+
+def test_signal_handlers_stat_the_store(engine, mini_store):
+    """A handler that interrupts a store call (the first one too) makes its own."""
+    proc = run(engine, mini_store, PROBE_BIN,
+               ["sigstat", f"{P}/{SCRIPTS}/data.txt", ",", "dirfds"])
+    assert proc.returncode == 0, proc.stderr
+    assert one(proc, "sigstat") == "0 failed, 0 in the handler"
+    assert one(proc, "dirfds") == "1"
 
 
 def test_children_use_the_store(engine, mini_store):

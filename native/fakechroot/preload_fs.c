@@ -610,7 +610,8 @@ typedef int (*scan_compar64)(const struct dirent64 **, const struct dirent64 **)
 
 EXPORT int scandir(const char *path, struct dirent ***list, scan_filter filter, scan_compar cmp)
 {
-    PATH_CALL(REC_LIST, int, -1, AT_FDCWD, path, F_FOLLOW, CALLI(scandir, (p, list, filter, cmp)));
+    PATH_AT_CALL(REC_LIST, int, -1, AT_FDCWD, path, F_FOLLOW,
+                 CALLI(scandirat, (d, p, list, filter, cmp)));
 }
 
 EXPORT int scandir64(const char *path, struct dirent64 ***list, scan_filter64 filter,
@@ -623,8 +624,8 @@ EXPORT int scandir64(const char *path, struct dirent64 ***list, scan_filter64 fi
 EXPORT int scandirat(int dirfd, const char *path, struct dirent ***list, scan_filter filter,
                      scan_compar cmp)
 {
-    PATH_CALL(REC_LIST, int, -1, dirfd, path, F_FOLLOW,
-              CALLI(scandirat, (dirfd, p, list, filter, cmp)));
+    PATH_AT_CALL(REC_LIST, int, -1, dirfd, path, F_FOLLOW,
+                 CALLI(scandirat, (d, p, list, filter, cmp)));
 }
 
 EXPORT int mkdir(const char *path, mode_t mode)

@@ -6,7 +6,7 @@
  * Commands:
  *   cwd | exe | argv0 | env VAR | environ | maps NEEDLE
  *   chdir DIR | realpath P | readlink P | stat P | lstat P | statx P | xstat P
- *   access P | opendir P | open P | write P | mkdir P | unlink P | rename A B
+ *   access P | opendir P | scandir P | open P | write P | mkdir P | unlink P | rename A B
  *   cat P | iconv | dlopen P | fopen P
  *   exec P ARG... | execvp NAME ARG... | spawn P ARG... | spawnp NAME ARG...
  *   system CMD | popen CMD
@@ -16,6 +16,7 @@
  *   threads N P                N threads stat() P at once, from their first call
  *   fork P | vfork-dup2 P      stat and open P in a child; in the parent after a
  *                              vfork child dup2'ed onto every directory descriptor
+ *   sigstat P                  stat P in a loop and in a frequent SIGALRM handler
  * exec* commands take the rest of the command line.
  */
 #define _GNU_SOURCE
@@ -30,7 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,6 +61,20 @@ static int stat_open(const char *p)
         return -1;
     close(fd);
     return 0;
+}
+
+static const char *sig_path;
+static volatile sig_atomic_t sig_failed, sig_ran;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    int e = errno;
+    struct stat st;
+    if (stat(sig_path, &st) < 0 || !S_ISREG(st.st_mode))
+        sig_failed++;
+    sig_ran = 1;
+    errno = e;
 }
 
 struct stat_thread {
@@ -212,6 +229,20 @@ static int run(char **a, int n)
                 count++;
         closedir(d);
         printf("opendir: %d entries\n", count);
+    } else if (!strcmp(c, "scandir") && n > 1) {
+        struct dirent **list;
+        int k = scandir(a[1], &list, NULL, alphasort);
+        if (k < 0) {
+            fail(c);
+            return 0;
+        }
+        int count = 0;
+        for (int i = 0; i < k; i++) {
+            count += list[i]->d_name[0] != '.';
+            free(list[i]);
+        }
+        free(list);
+        printf("scandir: %d entries\n", count);
     } else if (!strcmp(c, "open") && n > 1) {
         int fd = open(a[1], O_RDONLY);
         if (fd < 0)
@@ -337,6 +368,24 @@ static int run(char **a, int n)
             fail(c);
         else
             printf("vfork-dup2: ok %s\n", same ? "kept" : "changed");
+    } else if (!strcmp(c, "sigstat") && n > 1) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_alarm;
+        sa.sa_flags = SA_RESTART;
+        sigaction(SIGALRM, &sa, NULL);
+        sig_path = a[1];
+        struct itimerval it = {{0, 50}, {0, 50}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        int failed = 0;
+        for (int i = 0; i < 20000 || !sig_ran; i++) {
+            if (stat(a[1], &st) < 0 || !S_ISREG(st.st_mode))
+                failed++;
+        }
+        struct itimerval off = {{0, 0}, {0, 0}};
+        setitimer(ITIMER_REAL, &off, NULL);
+        signal(SIGALRM, SIG_DFL);
+        printf("sigstat: %d failed, %d in the handler\n", failed, (int)sig_failed);
     } else if (!strcmp(c, "iconv")) {
         iconv_t cd = iconv_open("UTF-16LE", "UTF-8");
         if (cd == (iconv_t)-1) {
