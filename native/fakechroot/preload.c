@@ -239,6 +239,20 @@ static long fs_readlink(void *ctx, const char *host, char *buf, size_t n)
         memcpy(buf, exe_sbx, len);
         return (long)len;
     }
+    /* under a held directory: only the components after it */
+    for (unsigned i = 0; i < T.n; i++) {
+        const struct pm_map *m = &T.map[i];
+        if (!(m->flags & PM_RO) || strncmp(host, m->to, m->to_len) != 0 ||
+            host[m->to_len] != '/')
+            continue;
+        const char *rel = host + m->to_len;
+        while (*rel == '/')
+            rel++;
+        int fd;
+        if (*rel && !pm_has_dotdot(rel) && (fd = held_fd(m)) >= 0)
+            return nbs_readlinkat(fd, rel, buf, n);
+        break;
+    }
     return nbs_readlinkat(AT_FDCWD, host, buf, n);
 }
 
@@ -428,7 +442,7 @@ int retry_path(int dirfd, const char *path, const char *used, char *buf, unsigne
 /* Whether host path HOST is M's TO joined with REL. */
 static int is_to_joined(const char *host, const struct pm_map *m, const char *rel)
 {
-    return memcmp(host, m->to, m->to_len) == 0 && host[m->to_len] == '/' &&
+    return strncmp(host, m->to, m->to_len) == 0 && host[m->to_len] == '/' &&
            pm_streq(host + m->to_len + 1, rel);
 }
 
