@@ -20,7 +20,6 @@ ROOT must then be readable by ``nobody``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -31,13 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the suite's helpers for kernels run as nobody
 
-import unpriv  # noqa: E402
-from jupyter_fixtures import (  # noqa: E402
-    NATIVE_PROVISIONER,
-    TEST_PROVISIONER,
-    interrupt_sleeping_cell,
-    register_test_provisioners,
-)
+from jupyter_fixtures import interrupt_sleeping_cell  # noqa: E402
+from kernel_start import as_nobody, kernel_specs, write_specs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,27 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
     data = Path(tempfile.mkdtemp(prefix="nbsandbox-bench-"))
     os.environ["JUPYTER_PATH"] = os.environ["JUPYTER_DATA_DIR"] = str(data)
-    as_nobody = os.getuid() == 0
-    if as_nobody:  # a runtime directory and a home the kernels can use
-        data.chmod(0o755)
-        for sub, mode in (("runtime", 0o1777), ("home", 0o755)):
-            (data / sub).mkdir(mode=mode)
-            (data / sub).chmod(mode)
-        os.chown(data / "home", unpriv.NOBODY, unpriv.NOBODY)
-        os.environ["JUPYTER_RUNTIME_DIR"] = str(data / "runtime")
-        os.environ["HOME"] = os.environ["IPYTHONDIR"] = str(data / "home")
-        register_test_provisioners()
+    nobody = as_nobody(data)
     from jupyter_client.manager import KernelManager
-    from kernel_start import kernel_specs
 
     specs = kernel_specs(args.root, args.engines.split(","))
-    for name, spec in specs.items():
-        spec["interrupt_mode"] = "signal"
-        if as_nobody:
-            spec.setdefault("metadata", {}).setdefault("kernel_provisioner", {})[
-                "provisioner_name"] = TEST_PROVISIONER if name != "native" else NATIVE_PROVISIONER
-        (data / "kernels" / f"bench-{name}").mkdir(parents=True)
-        (data / "kernels" / f"bench-{name}" / "kernel.json").write_text(json.dumps(spec))
+    write_specs(data, specs, nobody=nobody, interrupt_mode="signal")
 
     times: dict[str, list[float]] = {name: [] for name in specs}
     first: dict[str, list[float]] = {name: [] for name in specs}

@@ -20,15 +20,36 @@ try:
                      if line.startswith("TracerPid:"))
     if traced:
         import inspect
+        import os.path
         from IPython.core.ultratb import AutoFormattedTB
 
+        # inspect resolves the real path of every module's file, one lstat per
+        # component: the same few store directories, hundreds of times.  For the
+        # time of the warm-up, a directory's real path is resolved once.
+        realpath, known = os.path.realpath, {}
+
+        def resolved(path, *args, **kwargs):
+            if args or kwargs or not isinstance(path, str) or not os.path.isabs(path):
+                return realpath(path, *args, **kwargs)
+            head, tail = os.path.split(path)
+            if tail in ("", ".", ".."):
+                return realpath(path)
+            if head not in known:
+                known[head] = resolved(head)
+            full = os.path.join(known[head], tail)
+            return realpath(full) if os.path.islink(full) else full
+
+        os.path.realpath = resolved
         try:
-            raise KeyboardInterrupt
-        except KeyboardInterrupt as exc:
-            AutoFormattedTB(mode="Context").structured_traceback(type(exc), exc,
-                                                                 exc.__traceback__)
-        # A cell's frame has no file on disk: inspect walks every module (and caches).
-        inspect.getmodule(compile("", "<nbsandbox-warm-up>", "exec"))
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                AutoFormattedTB(mode="Context").structured_traceback(type(exc), exc,
+                                                                     exc.__traceback__)
+            # A cell's frame has no file on disk: inspect walks every module (and caches).
+            inspect.getmodule(compile("", "<nbsandbox-warm-up>", "exec"))
+        finally:
+            os.path.realpath = realpath
 except BaseException:
     pass
 """, {})

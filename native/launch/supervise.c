@@ -13,6 +13,7 @@
  */
 #include "nbs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -24,6 +25,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -44,6 +46,84 @@ struct state {
     size_t linelen;
 };
 
+/* Whether the main thread of PID takes SIG itself: it does not block it and
+ * has not ended (a main thread that called pthread_exit stays a zombie while
+ * the other threads run).  False when /proc cannot tell. */
+static bool main_thread_takes(pid_t pid, int sig)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%ld/task/%ld/status", (long)pid, (long)pid);
+    if (read_small_file(path, buf, sizeof buf) != 0)
+        return false;
+    const char *state = strstr(buf, "\nState:\t");
+    const char *blocked = strstr(buf, "\nSigBlk:\t");
+    if (!state || !blocked || state[8] == 'Z' || state[8] == 'X')
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long mask = strtoull(blocked + 9, &end, 16);
+    if (errno || end == blocked + 9)
+        return false;
+    return !(mask & (1ULL << (sig - 1)));
+}
+
+/* Send SIG to the process PID, to its main thread when that thread takes it.
+ *
+ * The kernel gives a signal sent to a process to any of its threads that
+ * can take it, the main thread first unless it is stopped by a tracer at
+ * that moment.  Under PRoot every system call stops the thread for the
+ * tracer: a ^C that comes while the main thread stops on its way into
+ * sleep() (or any blocking call) goes to another thread, whose handler
+ * (Python's: set a flag for the main thread) does not wake the main thread,
+ * which sleeps on to the end.  Sent to the main thread itself, the signal
+ * waits for it and cuts that call short, as it does natively. */
+static void deliver(pid_t pid, int sig)
+{
+    if (main_thread_takes(pid, sig) && syscall(SYS_tgkill, pid, pid, sig) == 0)
+        return;
+    (void)kill(pid, sig);
+}
+
+/* The process group of PID: its 5th field of /proc/PID/stat, or -1. */
+static pid_t group_of(long pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    if (read_small_file(path, buf, sizeof buf) != 0)
+        return -1;
+    /* "pid (comm) state ppid pgrp ...": comm may contain anything. */
+    const char *p = strrchr(buf, ')');
+    char state;
+    long ppid, pgrp;
+    if (!p || sscanf(p + 1, " %c %ld %ld", &state, &ppid, &pgrp) != 3)
+        return -1;
+    return (pid_t)pgrp;
+}
+
+/* SIG to every process of the group PGID (the program's), each as deliver()
+ * does; the whole group at once with kill() when /proc cannot be read. */
+static void signal_group(pid_t pgid, int sig)
+{
+    DIR *proc = opendir("/proc");
+    if (!proc) {
+        (void)kill(-pgid, sig);
+        return;
+    }
+    bool any = false;
+    struct dirent *e;
+    while ((e = readdir(proc)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (pid <= 0 || *end || group_of(pid) != pgid)
+            continue;
+        deliver((pid_t)pid, sig);
+        any = true;
+    }
+    closedir(proc);
+    if (!any)
+        (void)kill(-pgid, sig);
+}
+
 static void forward(struct state *s, int sig)
 {
     if (s->program <= 0) {
@@ -56,7 +136,10 @@ static void forward(struct state *s, int sig)
         return;
     }
     /* ^C means the program's whole process group, as on a terminal. */
-    (void)kill(sig == SIGINT ? -s->program : s->program, sig);
+    if (sig == SIGINT)
+        signal_group(s->program, sig);
+    else
+        deliver(s->program, sig);
 }
 
 /* Whether PID descends from ANCESTOR, as /proc tells: 1 yes, 0 no, -1 cannot
