@@ -725,3 +725,78 @@ def test_supervise_glue_keeps_what_is_not_glue(launcher, work):
     finally:
         os.chmod(kept, 0o755)
         os.chmod(kept / "sub", 0o755)
+
+
+
+SLEEPER = """
+import os, threading, time
+r, w = os.pipe()
+threading.Thread(target=os.read, args=(r, 1), daemon=True).start()  # a thread asleep in read()
+print(os.getpid(), flush=True)
+while True:
+    started = time.monotonic()
+    try:
+        time.sleep(3)
+    except KeyboardInterrupt:
+        print(round(time.monotonic() - started, 1), flush=True)
+"""
+
+
+def _thread_state(pid: int) -> tuple[str, str]:
+    """(state letter, system call number) of PID's main thread."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+        call = Path(f"/proc/{pid}/task/{pid}/syscall").read_text().split()[0]
+    except (OSError, IndexError):
+        return "?", "?"
+    return stat.rsplit(")", 1)[1].split()[0], call
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("proot") or (os.cpu_count() or 1) < 2,
+                    reason="needs root (to hold PRoot still), proot and two CPUs")
+def test_supervised_sigint_reaches_a_main_thread_that_proot_holds(launcher, store):
+    """A ^C that comes while the tracer holds the program's main thread at a system
+    call: the kernel gives a process-wide signal to another thread then (Python's
+    handler there only sets a flag) and the main thread slept its next sleep to the
+    end; the supervisor sends it to the main thread.  PRoot is slowed down (a busy
+    process on its CPU, lowest priority), then held still (SIGSTOP) when the main
+    thread waits for it at clock_nanosleep, where each 3 s sleep ends."""
+    script = f"exec {sys.executable} -c '{SLEEPER}'"
+    proc = watch(supervised(launcher, store, "proot", script), start_new_session=True)
+    cpu = max(os.sched_getaffinity(0))
+    hog = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
+    tracer = 0
+    try:
+        pid = int(read_line(proc))
+        status = Path(f"/proc/{pid}/status").read_text()
+        tracer = int(status.split("TracerPid:")[1].split()[0])
+        # The program's threads, PRoot and the busy process share one CPU.
+        tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        for p in (tracer, hog.pid, *tasks):
+            os.sched_setaffinity(p, {cpu})
+        os.setpriority(os.PRIO_PROCESS, tracer, 19)
+        held = False
+        for _ in range(20):
+            deadline = time.monotonic() + 5
+            while _thread_state(pid)[0] != "t" and time.monotonic() < deadline:
+                pass
+            os.kill(tracer, signal.SIGSTOP)
+            time.sleep(0.05)
+            if _thread_state(pid) == ("t", "230"):
+                held = True
+                break
+            os.kill(tracer, signal.SIGCONT)
+        assert held, "the main thread was never caught waiting for PRoot"
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.3)  # the supervisor forwards it meanwhile
+        os.kill(tracer, signal.SIGCONT)
+        # The seconds the interrupted sleep lasted: 3 when the ^C waited for its end.
+        assert float(read_line(proc, timeout=10)) < 2, "the next sleep went on to its end"
+    finally:
+        if tracer:
+            with contextlib.suppress(OSError):
+                os.kill(tracer, signal.SIGCONT)
+        hog.kill()
+        hog.wait()
+        proc.kill()
+        proc.wait()

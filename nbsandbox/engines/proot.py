@@ -1,7 +1,8 @@
 """The ``proot`` engine: path translation by ptrace, through a PRoot binary.
 
 Works almost everywhere (no namespaces needed) at a high cost per system
-call.  Seccomp acceleration is used when a probe shows it works here.
+call.  Seccomp acceleration is used when a probe shows it works here, and the
+probe says when the PRoot found has none (Debian's).
 PRoot stays the program's parent and mishandles signals and exit statuses
 (any signal death becomes 255), so the launch goes through
 ``nbs-launch supervise`` and ``report`` (see :mod:`nbsandbox.engines.supervised`).
@@ -52,6 +53,17 @@ def remove_leftovers(pid: int) -> None:
                         os.unlink(entry.path)
 
 
+def accelerated(probe_output: str) -> bool:
+    """Whether PRoot's seccomp acceleration was in force in the probe: the traced
+    shell ran under a seccomp filter (``Seccomp: 2``).  Debian's PRoot 5.1 is
+    built without it (it crashed programs on Linux >= 4.8): it traces every
+    system call, whatever ``PROOT_NO_SECCOMP`` says."""
+    for line in probe_output.splitlines():
+        if line.startswith("Seccomp:"):
+            return line.split()[1:2] == ["2"]
+    return False
+
+
 def first_missing(path: str) -> str | None:
     """The top directory of ``path`` that the host lacks (``/gnu`` for a
     ``/gnu/store`` on a host without ``/gnu``), or None when ``path`` exists."""
@@ -77,8 +89,11 @@ class ProotEngine(Engine):
             env[NO_SECCOMP] = "1"
         # Bind at a prefix that does not exist, then open a file through it.
         # (Not `test -x`: older PRoot releases do not translate faccessat2.)
+        # The seccomp mode of the traced shell says whether PRoot installed its
+        # filter (see ACCELERATED).
         argv = [proot, "-b", f"{native_dir()}:{PROBE_PREFIX}", "/bin/sh", "-c",
-                f"cat {PROBE_PREFIX}/nbs-launch >/dev/null && echo nbsandbox-probe-ok"]
+                f"cat {PROBE_PREFIX}/nbs-launch >/dev/null && echo nbsandbox-probe-ok && "
+                "grep '^Seccomp:' /proc/self/status"]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env)
         try:
@@ -108,8 +123,14 @@ class ProotEngine(Engine):
             except (OSError, subprocess.TimeoutExpired) as exc:
                 return Probe.fail(f"cannot run {proot}: {exc}")
             if proc.returncode == 0 and "nbsandbox-probe-ok" in proc.stdout:
-                self.seccomp = seccomp
-                mode = "on" if seccomp else "off (it does not work on this host)"
+                self.seccomp = seccomp and accelerated(proc.stdout)
+                if self.seccomp:
+                    mode = "on"
+                elif seccomp:
+                    mode = ("not built in (every system call stops for the tracer, "
+                            "twice; Debian's PRoot 5.1 is built so)")
+                else:
+                    mode = "off (it does not work on this host)"
                 return Probe.ok(f"{proot} works; seccomp acceleration {mode}")
             lines = proc.stderr.strip().splitlines()
             last = (lines or [f"exit status {proc.returncode}"])[-1]
