@@ -1,6 +1,7 @@
 """Packed kernels: interrupt latency per engine, against the same Python natively.
 
-    python benchmarks/kernel_interrupt.py ROOT [--kernels 4] [--interrupts 5] [--engines ...]
+    python benchmarks/kernel_interrupt.py ROOT [--kernels 4] [--interrupts 5] [--engines E,...] \
+        [--hog]
 
 ROOT is a pack of the Python environment running this script (as for
 ``kernel_start.py``).  For each kernel -- the environment's own ``ipykernel``
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the suite's helpers for kernels run as nobody
 
 from jupyter_fixtures import interrupt_sleeping_cell  # noqa: E402
-from kernel_start import as_nobody, kernel_specs, write_specs  # noqa: E402
+from kernel_start import as_nobody, cpu_hog, kernel_specs, write_specs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", type=int, default=4, help="kernels started per engine")
     parser.add_argument("--interrupts", type=int, default=5, help="interrupts per kernel")
     parser.add_argument("--engines", default="userns,fakechroot,bwrap,proot")
+    parser.add_argument("--hog", action="store_true",
+                        help="keep a CPU-bound process running during the measure")
     args = parser.parse_args(argv)
 
     data = Path(tempfile.mkdtemp(prefix="nbsandbox-bench-"))
@@ -52,26 +55,29 @@ def main(argv: list[str] | None = None) -> int:
 
     times: dict[str, list[float]] = {name: [] for name in specs}
     first: dict[str, list[float]] = {name: [] for name in specs}
-    try:
-        for _ in range(args.kernels):
-            for name in specs:
-                km = KernelManager(kernel_name=f"bench-{name}")
-                km.start_kernel()
-                kc = km.client()
-                kc.start_channels()
-                try:
-                    kc.wait_for_ready(timeout=120)
-                    for i in range(args.interrupts):
-                        elapsed = interrupt_sleeping_cell(km, kc)
-                        times[name].append(elapsed)
-                        if i == 0:
-                            first[name].append(elapsed)
-                finally:
-                    kc.stop_channels()
-                    km.shutdown_kernel(now=True)
-    finally:
-        shutil.rmtree(data)
+    with cpu_hog(args.hog):
+        try:
+            for _ in range(args.kernels):
+                for name in specs:
+                    km = KernelManager(kernel_name=f"bench-{name}")
+                    km.start_kernel()
+                    kc = km.client()
+                    kc.start_channels()
+                    try:
+                        kc.wait_for_ready(timeout=120)
+                        for i in range(args.interrupts):
+                            elapsed = interrupt_sleeping_cell(km, kc)
+                            times[name].append(elapsed)
+                            if i == 0:
+                                first[name].append(elapsed)
+                    finally:
+                        kc.stop_channels()
+                        km.shutdown_kernel(now=True)
+        finally:
+            shutil.rmtree(data)
     n = args.kernels * args.interrupts
+    if args.hog:
+        print("with a CPU-bound process running")
     print(f"interrupt to reply, seconds ({args.kernels} kernels x {args.interrupts} "
           f"interrupts = {n} per kernel type; 'first': the first interrupt of each kernel)")
     print(f"{'kernel':<11} {'median':>7} {'worst':>7} {'first, median':>14}")
