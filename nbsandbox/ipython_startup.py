@@ -18,6 +18,9 @@ try:
     with open("/proc/self/status") as status:
         traced = any(line.split()[1:] != ["0"] for line in status
                      if line.startswith("TracerPid:"))
+except BaseException:
+    traced = False
+try:
     if traced:
         import inspect
         import os.path
@@ -50,6 +53,27 @@ try:
             inspect.getmodule(compile("", "<nbsandbox-warm-up>", "exec"))
         finally:
             os.path.realpath = realpath
+except BaseException:
+    pass
+try:
+    if traced:
+        import os
+
+        # Started on one CPU with its tracer (nbs-launch supervise --one-cpu):
+        # the kernel and PRoot get the CPUs of the supervisor (PRoot's parent) back.
+        def field(pid, name):
+            with open(f"/proc/{pid}/status") as status:
+                return next(line.split(":", 1)[1].strip() for line in status
+                            if line.startswith(name + ":"))
+
+        tracer = int(field("self", "TracerPid"))
+        cpus = os.sched_getaffinity(int(field(tracer, "PPid")))
+        if len(os.sched_getaffinity(0)) == 1 and len(cpus) > 1:
+            for task in (*os.listdir("/proc/self/task"), tracer):
+                try:
+                    os.sched_setaffinity(int(task), cpus)
+                except OSError:
+                    pass
 except BaseException:
     pass
 """, {})

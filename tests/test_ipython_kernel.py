@@ -68,3 +68,23 @@ def test_the_startup_file_binds_no_name_and_does_nothing_untraced():
 @pytest.mark.skipif(not shutil.which("proot"), reason="needs proot (apt-get install proot)")
 def test_the_startup_file_warms_up_under_proot():
     assert _run_startup_file("proot") == ["['__builtins__']", "1", "True"]
+
+
+@pytest.mark.skipif(not shutil.which("proot") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs proot (apt-get install proot) and two CPUs")
+def test_a_kernel_started_on_one_cpu_gets_its_cpus_back():
+    """``nbs-launch supervise --one-cpu`` starts PRoot and the kernel on one CPU; the
+    start-up file gives them the supervisor's CPUs back (threads started before too)."""
+    from nbsandbox.native import native_path
+
+    code = (f"import os, threading; threading.Thread(target=input, daemon=True).start(); "
+            f"before = len(os.sched_getaffinity(0)); "
+            f"exec(open({STARTUP_FILE!r}).read(), {{}}); "
+            "tracer = [l.split()[1] for l in open('/proc/self/status') "
+            "if l.startswith('TracerPid:')][0]; "
+            "print(before, *sorted({len(os.sched_getaffinity(int(t))) for t in "
+            "[*os.listdir('/proc/self/task'), tracer]}))")
+    proc = unpriv.run([str(native_path("nbs-launch")), "supervise", "--one-cpu", "--",
+                       "proot", sys.executable, "-c", code], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", str(len(os.sched_getaffinity(0)))]

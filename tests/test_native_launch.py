@@ -767,7 +767,7 @@ def test_supervised_sigint_reaches_a_main_thread_that_proot_holds(launcher, stor
     hog = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
     tracer = 0
     try:
-        pid = int(read_line(proc))
+        pid = int(read_line(proc, timeout=60))
         status = Path(f"/proc/{pid}/status").read_text()
         tracer = int(status.split("TracerPid:")[1].split()[0])
         # The program's threads, PRoot and the busy process share one CPU.
@@ -791,7 +791,7 @@ def test_supervised_sigint_reaches_a_main_thread_that_proot_holds(launcher, stor
         time.sleep(0.3)  # the supervisor forwards it meanwhile
         os.kill(tracer, signal.SIGCONT)
         # The seconds the interrupted sleep lasted: 3 when the ^C waited for its end.
-        assert float(read_line(proc, timeout=10)) < 2, "the next sleep went on to its end"
+        assert float(read_line(proc, timeout=30)) < 2, "the next sleep went on to its end"
     finally:
         if tracer:
             with contextlib.suppress(OSError):

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,9 +284,27 @@ static void make_scratch_subdirs(int parentfd, const char *name, const char *tmp
     close(dfd);
 }
 
+/* --one-cpu: the wrapper (PRoot) and what it starts run on the CPU this
+ * process runs on now.  A tracer and its tracee hand the CPU to each other at
+ * every system call; on different CPUs each hand-over wakes an idle one, which
+ * on a virtual machine costs more than the call itself (a PRoot kernel's start:
+ * 2.1 s spread, 0.73 s on one CPU).  The program widens it again when its
+ * start is over (see nbsandbox/ipython_startup.py).  Best effort. */
+static void stay_on_this_cpu(void)
+{
+    int cpu = sched_getcpu();
+    if (cpu < 0 || cpu >= CPU_SETSIZE)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    (void)sched_setaffinity(0, sizeof set, &set);
+}
+
 int cmd_supervise(int argc, char **argv)
 {
     const char *tmpdir = NULL;
+    bool one_cpu = false;
     int i = 1;
     for (; i < argc; i++) {
         if (!strcmp(argv[i], "--")) {
@@ -298,9 +317,11 @@ int cmd_supervise(int argc, char **argv)
             janitor_set_leftovers(argv[++i]);
         else if (!strcmp(argv[i], "--glue") && i + 1 < argc)
             janitor_set_glue(argv[++i]);
+        else if (!strcmp(argv[i], "--one-cpu"))
+            one_cpu = true;
         else
             die("supervise: unexpected argument %s (usage: nbs-launch supervise "
-                "[--tmpdir DIR [--leftovers PREFIX] [--glue PATH]] -- WRAPPER [ARG...])",
+                "[--tmpdir DIR [--leftovers PREFIX] [--glue PATH]] [--one-cpu] -- WRAPPER [ARG...])",
                 argv[i]);
     }
     if (i >= argc)
@@ -397,6 +418,8 @@ int cmd_supervise(int argc, char **argv)
             sigaction(SIGPIPE, &saved_pipe, NULL) != 0 ||
             sigprocmask(SIG_SETMASK, &saved_mask, NULL) != 0)
             die_err(errno, NULL, "restoring the signal dispositions");
+        if (one_cpu)
+            stay_on_this_cpu();
         _exit(exec_program(wargv[0], wargv));
     }
     /* Both sides set the group, so that it exists whoever runs first. */

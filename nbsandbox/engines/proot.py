@@ -20,6 +20,7 @@ from nbsandbox.engines.base import Command, Engine, Probe
 from nbsandbox.engines.supervised import report, scratch_dir, supervise
 from nbsandbox.engines.userns import PROBE_PREFIX
 from nbsandbox.engines.views import mount_ops
+from nbsandbox.ipython_kernel import STARTUP_FILE, STARTUP_VAR
 from nbsandbox.native import native_dir
 from nbsandbox.plan import LaunchPlan
 
@@ -174,5 +175,9 @@ class ProotEngine(Engine):
         # Run by root, PRoot makes the missing directories above a binding's
         # destination in the host's own tree (e.g. /gnu for /gnu/store, mode
         # 000) for the time of the run, and leaves them when killed.
+        # An IPython kernel with nbsandbox's start-up file starts on one CPU (a
+        # tracer and its tracee on two CPUs wake each other at every system call;
+        # docs/engines.md); the start-up file gives the kernel its CPUs back.
+        one_cpu = env.get(STARTUP_VAR) == STARTUP_FILE
         return Command(supervise(args, tmpdir=scratch, leftovers=leftovers,
-                                 glue=tuple(glue[:4])), env, self.name)
+                                 glue=tuple(glue[:4]), one_cpu=one_cpu), env, self.name)

@@ -28,12 +28,17 @@ def scratch_dir() -> str:
 
 
 def supervise(tool_argv: list[str], *, tmpdir: str | None = None,
-              leftovers: tuple[str, ...] = (), glue: tuple[str, ...] = ()) -> list[str]:
+              leftovers: tuple[str, ...] = (), glue: tuple[str, ...] = (),
+              one_cpu: bool = False) -> list[str]:
     """``leftovers``: files the tool leaves outside ``tmpdir`` when killed, named
     ``<prefix><tool pid>-*`` for each prefix; removed with ``tmpdir``, even after SIGKILL.
     ``glue``: directories the tool may make in the host's tree (empty, mode 000)
-    and leave there when killed; removed then if they are still such."""
+    and leave there when killed; removed then if they are still such.
+    ``one_cpu``: the tool and the program start on one CPU (the program must
+    widen it again: see :mod:`nbsandbox.ipython_startup`)."""
     argv = [str(native_path("nbs-launch")), "supervise"]
+    if one_cpu:
+        argv.append("--one-cpu")
     if tmpdir is not None:
         argv += ["--tmpdir", tmpdir]
         for prefix in leftovers:
