@@ -290,39 +290,45 @@ int retry_path_at(int dirfd, const char *path, int used_fd, const char *used, ch
 #define RETRY_ERRNO(e) ((e) == ENOENT || (e) == ENOTDIR || (e) == EACCES)
 #define RETRY_AT_ERRNO(e) (RETRY_ERRNO(e) || (e) == EBADF)
 
-/* The body of a path function: map, call, retry on ENOENT/ENOTDIR, record OP. */
-#define PATH_CALL(op, type, failv, dirfd, path, how, call)                                      \
+/* The body of a path function: map PATH (MAP sets p, and d where the call takes a
+ * directory descriptor), make CALL, make it again on the path RETRY finds when it
+ * failed with an error RETRY_OK takes, record OP.  The four macros below differ
+ * only in MAP/RETRY (full host path, or held directory and rest) and in how a
+ * failure reads (FAILV and errno, or -errno from a raw system call). */
+#define PATH_BODY_(op, type, failv, dirfd, path, how, call, MAP, RETRY_OK, RETRY)               \
     do {                                                                                        \
         char b1_[PM_PATH_MAX], b2_[PM_PATH_MAX];                                                \
         const char *p;                                                                          \
+        int d = (dirfd);                                                                        \
+        (void)d;                                                                                \
         ENSURE();                                                                               \
-        if (map_path((dirfd), (path), b1_, (how), &p) < 0) {                                    \
+        if ((MAP) < 0) {                                                                        \
             RECORD((op), (dirfd), (path), 1);                                                   \
             return failv;                                                                       \
         }                                                                                       \
         type r_ = (call);                                                                       \
-        if (r_ == (failv) && active && RETRY_ERRNO(errno) &&                                    \
-            retry_path((dirfd), (path), p, b2_, (how), &p) > 0)                                 \
+        if (r_ == (failv) && active && RETRY_OK(errno) && (RETRY) > 0)                          \
             r_ = (call);                                                                        \
         RECORD((op), (dirfd), (path), r_ == (failv));                                           \
         return r_;                                                                              \
     } while (0)
 
 /* The same for raw system calls (results are -errno). */
-#define SYS_CALL(op, dirfd, path, how, call)                                                    \
+#define SYS_BODY_(op, dirfd, path, how, call, MAP, RETRY_OK, RETRY)                             \
     do {                                                                                        \
         char b1_[PM_PATH_MAX], b2_[PM_PATH_MAX];                                                \
         const char *p;                                                                          \
+        int d = (dirfd);                                                                        \
+        (void)d;                                                                                \
         ENSURE();                                                                               \
-        if (map_path((dirfd), (path), b1_, (how), &p) < 0) {                                    \
+        if ((MAP) < 0) {                                                                        \
             RECORD((op), (dirfd), (path), 1);                                                   \
             return -1;                                                                          \
         }                                                                                       \
         long r_ = (call);                                                                       \
         if (UNLIKELY(r_ < 0)) {                                                                 \
             errno = (int)-r_;                                                                   \
-            if (active && RETRY_ERRNO(errno) &&                                                 \
-                retry_path((dirfd), (path), p, b2_, (how), &p)) {                               \
+            if (active && RETRY_OK(errno) && (RETRY) > 0) {                                     \
                 r_ = (call);                                                                    \
                 if (r_ < 0)                                                                     \
                     errno = (int)-r_;                                                           \
@@ -334,51 +340,24 @@ int retry_path_at(int dirfd, const char *path, int used_fd, const char *used, ch
         return r_ < 0 ? -1 : (int)r_;                                                           \
     } while (0)
 
+/* A path function whose CALL uses p (a full host path where mapped). */
+#define PATH_CALL(op, type, failv, dirfd, path, how, call)                                      \
+    PATH_BODY_(op, type, failv, dirfd, path, how, call,                                         \
+               map_path((dirfd), (path), b1_, (how), &p), RETRY_ERRNO,                          \
+               retry_path((dirfd), (path), p, b2_, (how), &p))
+#define SYS_CALL(op, dirfd, path, how, call)                                                    \
+    SYS_BODY_(op, dirfd, path, how, call, map_path((dirfd), (path), b1_, (how), &p),            \
+              RETRY_ERRNO, retry_path((dirfd), (path), p, b2_, (how), &p))
 
 /* PATH_CALL for a call that takes a directory descriptor: CALL uses d and p. */
 #define PATH_AT_CALL(op, type, failv, dirfd, path, how, call)                                   \
-    do {                                                                                        \
-        char b1_[PM_PATH_MAX], b2_[PM_PATH_MAX];                                                \
-        const char *p;                                                                          \
-        int d;                                                                                  \
-        ENSURE();                                                                               \
-        if (map_path_at((dirfd), (path), b1_, (how), &d, &p) < 0) {                             \
-            RECORD((op), (dirfd), (path), 1);                                                   \
-            return failv;                                                                       \
-        }                                                                                       \
-        type r_ = (call);                                                                       \
-        if (r_ == (failv) && active && RETRY_AT_ERRNO(errno) &&                                 \
-            retry_path_at((dirfd), (path), d, p, b2_, (how), &d, &p) > 0)                       \
-            r_ = (call);                                                                        \
-        RECORD((op), (dirfd), (path), r_ == (failv));                                           \
-        return r_;                                                                              \
-    } while (0)
+    PATH_BODY_(op, type, failv, dirfd, path, how, call,                                         \
+               map_path_at((dirfd), (path), b1_, (how), &d, &p), RETRY_AT_ERRNO,                \
+               retry_path_at((dirfd), (path), d, p, b2_, (how), &d, &p))
 
 /* SYS_CALL for a system call that takes a directory descriptor: CALL uses d and p. */
 #define SYS_AT_CALL(op, dirfd, path, how, call)                                                 \
-    do {                                                                                        \
-        char b1_[PM_PATH_MAX], b2_[PM_PATH_MAX];                                                \
-        const char *p;                                                                          \
-        int d;                                                                                  \
-        ENSURE();                                                                               \
-        if (map_path_at((dirfd), (path), b1_, (how), &d, &p) < 0) {                             \
-            RECORD((op), (dirfd), (path), 1);                                                   \
-            return -1;                                                                          \
-        }                                                                                       \
-        long r_ = (call);                                                                       \
-        if (UNLIKELY(r_ < 0)) {                                                                 \
-            errno = (int)-r_;                                                                   \
-            if (active && RETRY_AT_ERRNO(errno) &&                                              \
-                retry_path_at((dirfd), (path), d, p, b2_, (how), &d, &p)) {                     \
-                r_ = (call);                                                                    \
-                if (r_ < 0)                                                                     \
-                    errno = (int)-r_;                                                           \
-            } else {                                                                            \
-                r_ = -1;                                                                        \
-            }                                                                                   \
-        }                                                                                       \
-        RECORD((op), (dirfd), (path), r_ < 0);                                                  \
-        return r_ < 0 ? -1 : (int)r_;                                                           \
-    } while (0)
+    SYS_BODY_(op, dirfd, path, how, call, map_path_at((dirfd), (path), b1_, (how), &d, &p),     \
+              RETRY_AT_ERRNO, retry_path_at((dirfd), (path), d, p, b2_, (how), &d, &p))
 
 #endif
