@@ -32,7 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the suite's helpers for kernels run as nobody
 
 from jupyter_fixtures import interrupt_sleeping_cell  # noqa: E402
-from kernel_start import as_nobody, cpu_hog, kernel_specs, write_specs  # noqa: E402
+from kernel_start import (  # noqa: E402
+    as_nobody,
+    cpu_hog,
+    kernel_specs,
+    running_kernel,
+    write_specs,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(tempfile.mkdtemp(prefix="nbsandbox-bench-"))
     os.environ["JUPYTER_PATH"] = os.environ["JUPYTER_DATA_DIR"] = str(data)
     nobody = as_nobody(data)
-    from jupyter_client.manager import KernelManager
-
     specs = kernel_specs(args.root, args.engines.split(","))
     write_specs(data, specs, nobody=nobody, interrupt_mode="signal")
 
@@ -59,20 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for _ in range(args.kernels):
                 for name in specs:
-                    km = KernelManager(kernel_name=f"bench-{name}")
-                    km.start_kernel()
-                    kc = km.client()
-                    kc.start_channels()
-                    try:
-                        kc.wait_for_ready(timeout=120)
+                    with running_kernel(name) as (km, kc):
                         for i in range(args.interrupts):
                             elapsed = interrupt_sleeping_cell(km, kc)
                             times[name].append(elapsed)
                             if i == 0:
                                 first[name].append(elapsed)
-                    finally:
-                        kc.stop_channels()
-                        km.shutdown_kernel(now=True)
         finally:
             shutil.rmtree(data)
     n = args.kernels * args.interrupts

@@ -106,25 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(tempfile.mkdtemp(prefix="nbsandbox-bench-"))
     os.environ["JUPYTER_PATH"] = os.environ["JUPYTER_DATA_DIR"] = str(data)
     nobody = as_nobody(data)
-    from jupyter_client.manager import KernelManager
-
     specs = kernel_specs(args.root, args.engines.split(","))
     write_specs(data, specs, nobody=nobody)
 
     def once(name: str) -> float:
         started = time.perf_counter()
-        km = KernelManager(kernel_name=f"bench-{name}")
-        km.start_kernel()
-        kc = km.client()
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=120)
+        with running_kernel(name) as (_, kc):
             reply = kc.execute_interactive("x = 1 + 1", timeout=60)
             elapsed = time.perf_counter() - started
             assert reply["content"]["status"] == "ok"
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
         return elapsed
 
     times: dict[str, list[float]] = {name: [] for name in specs}
@@ -147,6 +137,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<11} {median:9.3f} {min(values):7.3f} {max(values):8.3f} "
               f"{median / native:16.3f} {max(values) / native_worst:15.3f}")
     return 0
+
+
+@contextlib.contextmanager
+def running_kernel(name: str) -> Iterator[tuple[object, object]]:
+    """The bench kernel ``bench-NAME`` started and ready: ``(manager, client)``;
+    shut down on leaving."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=f"bench-{name}")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 @contextlib.contextmanager
